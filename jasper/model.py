@@ -1,0 +1,241 @@
+"""The Jasper acoustic model (and its separable sibling QuartzNet), built from a config dict.
+
+Module names follow NVIDIA's so that their published state_dicts load with `strict=True`:
+`encoder.layers.N.conv.*` (QuartzNet: `mconv.*`), `encoder.layers.N.res.K.{0,1}.*` and
+`decoder.layers.0.*`. A model built with `use_conv_masks: true` zeroes every convolution's input
+beyond each utterance's length, so a short utterance in a padded batch gives the same log-probs
+as alone. Every model returns `(log_probs [B, T, C], out_lens [B])`; the reference's unmasked
+variant returned a bare tensor, which broke its training script (spec 12.15).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jasper.config import model_config, model_section_name
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.1
+ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "hardtanh": lambda: nn.Hardtanh(0.0, 20.0)}
+
+
+def conv_output_lengths(
+    lens: torch.Tensor, kernel: int, stride: int, dilation: int, padding: int
+) -> torch.Tensor:
+    """`floor((len + 2*pad - dil*(k-1) - 1) / stride) + 1` as int64 (Jasper's floor rule)."""
+    numer = lens.long() + 2 * padding - dilation * (kernel - 1) - 1
+    return torch.div(numer, stride, rounding_mode="floor") + 1
+
+
+def length_mask(lens: torch.Tensor, size: int) -> torch.Tensor:
+    """`[B, 1, size]` bool, True on each utterance's valid frames."""
+    return (torch.arange(size, device=lens.device)[None, :] < lens[:, None])[:, None, :]
+
+
+class MaskedConv1d(nn.Conv1d):
+    """Conv1d that zeroes input frames beyond each length (when `masked`) and returns new lengths."""
+
+    def __init__(self, *args, masked: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.masked = masked
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        if self.masked:
+            x = x.masked_fill(~length_mask(lens, x.shape[-1]), 0)
+        out_lens = conv_output_lengths(
+            lens, self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
+        )
+        return super().forward(x), out_lens
+
+
+def _bn(channels: int) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class JasperBlock(nn.Module):
+    """`repeat` x (conv, BN, activation, dropout), plus residual 1x1 conv + BN panes.
+
+    `pane_channels` lists the widths of the earlier outputs summed in as residuals: one pane (the
+    block input) for a plain residual block, all earlier block outputs for a dense one.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        filters: int,
+        repeat: int,
+        kernel_size: int,
+        stride: int,
+        dilation: int,
+        dropout: float,
+        activation: str,
+        pane_channels: list[int],
+        separable: bool,
+        masked: bool,
+        quartznet_names: bool = False,
+    ) -> None:
+        super().__init__()
+        padding = (kernel_size // 2) * dilation
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i in range(repeat):
+            if separable and kernel_size > 1:
+                layers.append(
+                    MaskedConv1d(
+                        channels,
+                        channels,
+                        kernel_size,
+                        stride=stride,
+                        dilation=dilation,
+                        padding=padding,
+                        groups=channels,
+                        bias=False,
+                        masked=masked,
+                    )
+                )
+                layers.append(MaskedConv1d(channels, filters, 1, bias=False, masked=masked))
+            else:
+                layers.append(
+                    MaskedConv1d(
+                        channels,
+                        filters,
+                        kernel_size,
+                        stride=stride,
+                        dilation=dilation,
+                        padding=padding,
+                        bias=False,
+                        masked=masked,
+                    )
+                )
+            layers.append(_bn(filters))
+            if i < repeat - 1:
+                layers += [ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            channels = filters
+        # QuartzNet's checkpoints name the main path `mconv` and the output `mout`.
+        self.body_name, self.out_name = ("mconv", "mout") if quartznet_names else ("conv", "out")
+        self.add_module(self.body_name, nn.ModuleList(layers))
+        self.res = nn.ModuleList(
+            nn.ModuleList([MaskedConv1d(c, filters, 1, bias=False, masked=masked), _bn(filters)])
+            for c in pane_channels
+        )
+        self.add_module(self.out_name, nn.Sequential(ACTIVATIONS[activation](), nn.Dropout(dropout)))
+
+    def forward(self, xs: list[torch.Tensor], lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, out_lens = xs[-1], lens
+        for layer in getattr(self, self.body_name):
+            if isinstance(layer, MaskedConv1d):
+                out, out_lens = layer(out, out_lens)
+            else:
+                out = layer(out)
+        for pane, (conv, bn) in zip(xs, self.res, strict=False):  # non-residual blocks have no panes
+            out = out + bn(conv(pane, lens)[0])
+        return getattr(self, self.out_name)(out), out_lens
+
+
+class JasperEncoder(nn.Module):
+    """The stack of blocks; dense residual blocks see every earlier output since the last reset."""
+
+    def __init__(
+        self,
+        in_feats: int,
+        activation: str,
+        blocks: list[dict],
+        use_conv_masks: bool,
+        init: str = "xavier_uniform",
+        frame_splicing: int = 1,
+        quartznet_names: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dense = [b["residual"] and b["residual_dense"] for b in blocks]
+        layers = []
+        channels = in_feats
+        panes: list[int] = []
+        for b in blocks:
+            if b["residual"]:
+                panes = panes + [channels] if b["residual_dense"] else [channels]
+            else:
+                panes = []
+            layers.append(
+                JasperBlock(
+                    b.get("infilters") or channels,
+                    b["filters"],
+                    b["repeat"],
+                    b["kernel_size"][0],
+                    b["stride"][0],
+                    b["dilation"][0],
+                    b["dropout"],
+                    activation,
+                    pane_channels=panes if b["residual"] else [],
+                    separable=b["separable"],
+                    masked=use_conv_masks,
+                    quartznet_names=quartznet_names,
+                )
+            )
+            channels = b["filters"]
+        self.layers = nn.ModuleList(layers)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = [x]
+        for layer, dense in zip(self.layers, self.dense, strict=True):
+            out, lens = layer(xs, lens)
+            xs = xs + [out] if dense else [out]
+        return xs[-1], lens
+
+
+class JasperDecoderForCTC(nn.Module):
+    """1x1 convolution to `n_classes` (labels + blank), then log-softmax over classes."""
+
+    def __init__(self, in_feats: int, n_classes: int, init: str = "xavier_uniform") -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv1d(in_feats, n_classes, kernel_size=1, bias=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).transpose(1, 2).log_softmax(dim=2)
+
+
+def init_weights(module: nn.Module, mode: str = "xavier_uniform") -> None:
+    """The reference's init: conv weights by `mode`, BatchNorm to identity, conv biases default."""
+    if isinstance(module, nn.Conv1d):
+        if mode == "xavier_uniform":
+            nn.init.xavier_uniform_(module.weight, gain=1.0)
+        elif mode == "xavier_normal":
+            nn.init.xavier_normal_(module.weight, gain=1.0)
+        elif mode == "kaiming_uniform":
+            nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+        elif mode == "kaiming_normal":
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        else:
+            raise ValueError(f"unknown init {mode!r}")
+    elif isinstance(module, nn.BatchNorm1d):
+        module.reset_running_stats()
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class Jasper(nn.Module):
+    """features `[B, n_feats, T]`, lengths `[B]` -> log_probs `[B, T', n_classes]`, lengths `[B]` (int64)."""
+
+    def __init__(self, encoder: dict, decoder: dict) -> None:
+        super().__init__()
+        self.encoder = JasperEncoder(**encoder)
+        self.decoder = JasperDecoderForCTC(**decoder)
+        self.encoder.apply(lambda m: init_weights(m, encoder["init"]))
+        self.decoder.apply(lambda m: init_weights(m, decoder["init"]))
+        self.masked = encoder["use_conv_masks"]
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Jasper:
+        """Build from a whole loaded config (`labels` + `jasper`/`quartznet` section)."""
+        sections = model_config(cfg)
+        sections["encoder"]["quartznet_names"] = model_section_name(cfg) == "quartznet"
+        return cls(**sections)
+
+    @property
+    def num_classes(self) -> int:
+        return self.decoder.layers[0].out_channels
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded, lens = self.encoder(features, lengths)
+        return self.decoder(encoded), lens

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set up jasper on a fresh Debian/Ubuntu machine: system packages, a virtual environment in .venv,
+# PyTorch (the CPU build unless a GPU is present or torch is already there), jasper itself and its
+# test tools. Safe to run again: every step is skipped when already done.
+#
+#   bash scripts/setup.sh            # everything
+#   JASPER_SKIP_APT=1 bash ...       # no apt-get (no root, or packages installed by other means)
+#   JASPER_VENV=/path bash ...       # put the environment elsewhere
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${JASPER_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+
+# System packages: libsndfile for soundfile, and the offline TTS engines that render the synthetic
+# corpus (espeak-ng, flite, festival and its voices).
+APT_PACKAGES=(libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})) && [[ -z ${JASPER_SKIP_APT:-} ]]; then
+  echo "== installing system packages: ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x $VENV/bin/python ]]; then
+  echo "== creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+PIP=("$VENV/bin/python" -m pip install -q)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "== installing PyTorch (CUDA build)"
+    "${PIP[@]}" "torch>=2.4"
+  else
+    echo "== installing PyTorch $TORCH_VERSION (CPU build)"
+    "${PIP[@]}" --retries 0 --timeout 15 "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+      || "${PIP[@]}" "torch==$TORCH_VERSION"
+  fi
+fi
+
+echo "== installing jasper and its test tools"
+"${PIP[@]}" -e ".[test]"
+echo "== ready: $VENV/bin/jasper --help"

@@ -1,0 +1,128 @@
+"""Filterbank features: the reference's golden tensors, lengths, padding, augmentation."""
+
+from __future__ import annotations
+
+import torch
+from conftest import require_shared
+
+from jasper.features import CutoutAugment, FilterbankFeatures, SpecAugment, mel_filterbank, padded_frames
+
+CANONICAL = dict(
+    sample_rate=16000,
+    window_size=0.02,
+    window_stride=0.01,
+    window="hann",
+    normalize="per_feature",
+    n_fft=512,
+    n_filt=64,
+    dither=1e-5,
+    pad_align=16,
+)
+
+
+def test_reference_features_fixture() -> None:
+    fx = torch.load(require_shared("fixtures", "reference", "features.pt"), weights_only=True)
+    module = FilterbankFeatures(**fx["settings"]).eval()
+    audio = fx["audio"].clone()
+    feats, lens = module(audio, fx["audio_lens"])
+    assert torch.equal(lens, fx["feature_lens"]) and lens.dtype == torch.int32
+    assert feats.shape == fx["features"].shape
+    assert (feats - fx["features"]).abs().max() < 1e-4
+    assert torch.equal(audio, fx["audio"]), "the caller's audio must not change"
+
+
+def test_mel_filterbank_matches_librosa_checks() -> None:
+    fb = mel_filterbank(16000, 512, 64, 0, 8000)
+    assert fb.shape == (64, 257)
+    assert abs(fb.sum() - 2.0461817) < 1e-5 and abs(fb.max() - 0.0211133) < 1e-6
+    assert list(fb[0].nonzero()[0]) == [1, 2]
+    nz = fb[63].nonzero()[0]
+    assert (nz[0], nz[-1]) == (233, 255)
+
+
+def test_lengths_and_sizes() -> None:
+    module = FilterbankFeatures(**CANONICAL).eval()
+    for samples, frames, size in ((16000, 100, 112), (16001, 101, 112), (16159, 101, 112), (16160, 101, 112)):
+        feats, lens = module(torch.randn(1, samples), torch.tensor([samples]))
+        assert int(lens) == frames and feats.shape[-1] == size
+
+
+def test_pad_to_max_duration_sizes() -> None:
+    for seconds, size in ((2, 208), (7, 704), (16.7, 1680)):
+        module = FilterbankFeatures(**CANONICAL, pad_to_max_duration=True, max_duration=seconds).eval()
+        feats, _ = module(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+        assert feats.shape == (2, 64, size)
+        assert module.output_frames(16000) == size
+
+
+def test_padded_frames() -> None:
+    assert (
+        padded_frames(201, 16) == 208 and padded_frames(208, 16) == 208 and padded_frames(5, 16, 199) == 208
+    )
+
+
+def test_eval_is_deterministic_and_training_dithers() -> None:
+    module = FilterbankFeatures(**CANONICAL)
+    audio = torch.randn(2, 8000) * 0.1
+    lens = torch.tensor([8000, 6000])
+    module.eval()
+    a, _ = module(audio, lens)
+    b, _ = module(audio, lens)
+    assert torch.equal(a, b)
+    module.train()
+    c, _ = module(audio, lens)
+    assert not torch.equal(a, c)
+    assert FilterbankFeatures(**CANONICAL, dither_in_eval=True).eval()(audio, lens)[0].ne(a).any()
+
+
+def test_batch_equals_single_utterance_for_valid_frames() -> None:
+    """Normalisation uses each utterance's own frames; only edge frames see batch padding."""
+    module = FilterbankFeatures(**CANONICAL).eval()
+    long, short = torch.randn(16000) * 0.1, torch.randn(9600) * 0.1
+    batch = torch.stack([long, torch.nn.functional.pad(short, (0, 6400))])
+    feats, lens = module(batch, torch.tensor([16000, 9600]))
+    alone, alone_lens = module(short[None], torch.tensor([9600]))
+    assert int(lens[1]) == int(alone_lens[0]) == 60
+    assert (feats[1, :, 60:] == 0).all()
+    # frames away from the end do not depend on the padding
+    assert (feats[1, :, :55] - alone[0, :, :55]).abs().max() < 1e-3
+
+
+def test_short_audio_does_not_crash() -> None:
+    module = FilterbankFeatures(**CANONICAL).eval()
+    for n in (1, 100, 256):
+        feats, lens = module(torch.randn(1, n), torch.tensor([n]))
+        assert torch.isfinite(feats).all() and int(lens) == -(-n // 160)
+
+
+def test_spec_augment_ranges() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(64, 64, 300)
+    out = SpecAugment(freq_masks=2, max_freq=20, time_masks=2, max_time=75)(x)
+    zero_bins = (out == 0).all(dim=2).sum(dim=1)  # fully masked frequency rows per utterance
+    zero_frames = (out == 0).all(dim=1).sum(dim=1)
+    assert zero_bins.max() <= 40 and zero_frames.max() <= 150
+    assert zero_bins.float().mean() > 5 and zero_frames.float().mean() > 20
+    assert SpecAugment()(x).eq(1).all(), "no masks configured means no change"
+
+
+def test_spec_augment_only_in_training() -> None:
+    module = FilterbankFeatures(
+        **CANONICAL, spec_augment=dict(freq_masks=2, max_freq=20, time_masks=2, max_time=75)
+    )
+    audio, lens = torch.randn(4, 16000) * 0.1, torch.full((4,), 16000)
+    module.eval()
+    a, _ = module(audio, lens)
+    b, _ = module(audio, lens)
+    assert torch.equal(a, b)
+    module.train()
+    module.dither = 0.0
+    c, _ = module(audio, lens)
+    assert (c == 0).sum() > (a == 0).sum()
+
+
+def test_cutout_rectangles() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(8, 64, 100)
+    out = CutoutAugment(masks=1, min_freq=10, max_freq=10, min_time=5, max_time=5)(x)
+    assert ((out == 0).sum(dim=(1, 2)) == 50).all()

@@ -1,0 +1,96 @@
+"""Jasper model: reference log-probs, state_dict layout and counts, masking, lengths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from conftest import require_shared
+
+from jasper import config
+from jasper.model import Jasper, conv_output_lengths
+from jasper.model_info import describe
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _model(name: str) -> Jasper:
+    return Jasper.from_config(config.load(CONFIGS / f"{name}.yaml"))
+
+
+def test_reference_log_probs_fixture() -> None:
+    fx = torch.load(require_shared("fixtures", "reference", "model.pt"), weights_only=True)
+    config.validate(fx["config"])
+    model = Jasper.from_config(fx["config"]).eval()
+    model.load_state_dict(fx["state_dict"], strict=True)
+    with torch.no_grad():
+        log_probs, lens = model(fx["features"], fx["feature_lens"])
+    assert torch.equal(lens, fx["out_lens"]) and lens.dtype == torch.int64
+    assert log_probs.shape == fx["log_probs"].shape
+    assert (log_probs - fx["log_probs"]).abs().max() < 1e-4
+
+
+def _check_layout(model: Jasper, shapes_file: str, keys: int, params: int) -> None:
+    ref = json.loads(require_shared("fixtures", "reference", shapes_file).read_text())
+    sd = model.state_dict()
+    assert len(sd) == len(ref) == keys
+    assert list(sd) == list(ref)
+    assert {k: list(v.shape) for k, v in sd.items()} == ref
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_jasper10x5dr_layout() -> None:
+    model = _model("jasper10x5dr_speedp-online_speca")
+    _check_layout(model, "jasper10x5dr_state_dict_shapes.json", 650, 332_632_349)
+    info = describe(model)
+    assert info.receptive_field_frames == 1763 and info.frame_rate_out == 50
+
+
+def test_quartznet15x5_layout() -> None:
+    _check_layout(
+        _model("quartznet15x5_speedp-online-1.15_speca"),
+        "quartznet15x5_state_dict_shapes.json",
+        637,
+        18_924_381,
+    )
+
+
+def test_output_lengths_rule() -> None:
+    model = _model("tiny").eval()
+    feats = torch.randn(2, 64, 112)
+    with torch.no_grad():
+        log_probs, lens = model(feats, torch.tensor([100, 77], dtype=torch.int32))
+    assert log_probs.shape == (2, 56, 29) and lens.tolist() == [50, 39]
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 56), atol=1e-5)
+    assert conv_output_lengths(torch.tensor([100, 101]), 11, 2, 1, 5).tolist() == [50, 51]
+
+
+def test_masking_makes_padding_irrelevant() -> None:
+    torch.manual_seed(0)
+    model = _model("tiny").eval()
+    short = torch.randn(1, 64, 48)
+    padded = torch.cat([short, torch.randn(1, 64, 64) * 5], dim=2)
+    with torch.no_grad():
+        alone, n_alone = model(short, torch.tensor([48]))
+        batch, n_batch = model(padded, torch.tensor([48]))
+    n = int(n_alone[0])
+    assert int(n_batch[0]) == n
+    assert (alone[0, :n] - batch[0, :n]).abs().max() < 1e-5
+
+
+def test_unmasked_variant_returns_lengths_too() -> None:
+    cfg = config.load(CONFIGS / "tiny.yaml", ["jasper.encoder.use_conv_masks=False"])
+    model = Jasper.from_config(cfg).eval()
+    with torch.no_grad():
+        log_probs, lens = model(torch.randn(2, 64, 64), torch.tensor([64, 40]))
+    assert log_probs.shape[:2] == (2, 32) and lens.tolist() == [32, 20]
+
+
+def test_init_is_reference_like() -> None:
+    model = _model("tiny")
+    bn = model.encoder.layers[0].conv[1]
+    assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and bn.eps == 1e-3
+    conv = model.encoder.layers[0].conv[0]
+    bound = (6 / (conv.in_channels * 11 + conv.out_channels * 11)) ** 0.5
+    assert conv.weight.abs().max() <= bound and conv.bias is None
