@@ -85,8 +85,9 @@ def nonsilent_region(
 
     librosa's `effects.trim` rule: centred frames (zero padded), mean-square energy per frame in dB
     relative to the maximum; the region spans the first to the last frame above the threshold.
+    Unlike librosa, all-zero audio has no non-silent region (librosa keeps all of it).
     """
-    if audio.size == 0:
+    if audio.size == 0 or not np.any(audio):
         return 0, 0
     padded = np.pad(audio.astype(np.float64), frame_length // 2)
     n_frames = 1 + (padded.size - frame_length) // hop_length
