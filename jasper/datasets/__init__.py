@@ -1,0 +1,1 @@
+"""Corpus builders: LibriSpeech download and preparation, and the offline synthetic TTS corpus."""
