@@ -1,8 +1,8 @@
 """`jasper <command>`: one entry point, one module per command.
 
-Each command module exposes `add_arguments(parser)` and `run(args) -> int`. Modules are imported
-only when their command runs, so `jasper --help` stays fast and a command's heavy dependencies
-never slow down another.
+Each command module exposes `add_arguments(parser)` and `run(args) -> int`. A group (`jasper data
+download`) maps its sub-commands to modules the same way. Only the module of the command being run
+is imported, so `jasper --help` is instant and one command's dependencies never slow another.
 """
 
 from __future__ import annotations
@@ -11,38 +11,57 @@ import argparse
 import importlib
 import sys
 
-# command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
+Entry = tuple[str, str]  # (module, one-line help)
+GROUP_HELP = {"data": "download and prepare LibriSpeech, or render a synthetic TTS corpus"}
+COMMANDS: dict[str, Entry | dict[str, Entry]] = {
     "model-info": ("jasper.model_info", "print blocks, parameters, receptive field and GFLOPs of a config"),
-    "data": ("jasper.datasets.cli", "download and prepare LibriSpeech, or render a synthetic TTS corpus"),
+    "data": {
+        "download": (
+            "jasper.datasets.download",
+            "download and extract LibriSpeech archives (resumable, MD5-checked)",
+        ),
+        "prepare": ("jasper.datasets.prepare", "convert LibriSpeech FLAC to 16 kHz WAV and write manifests"),
+    },
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The full parser, with arguments only for `command` (others are listed but not imported)."""
+def _add(sub: argparse._SubParsersAction, name: str, entry: Entry, chosen: bool) -> None:
+    module_name, help_text = entry
+    if not chosen:
+        sub.add_parser(name, help=help_text)
+        return
+    module = importlib.import_module(module_name)
+    doc = (module.__doc__ or help_text).strip()
+    p = sub.add_parser(
+        name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.add_arguments(p)
+    p.set_defaults(_module=module)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser, with full arguments only for the command named in `argv`."""
+    words = [a for a in argv if not a.startswith("-")]
     parser = argparse.ArgumentParser(
         prog="jasper",
         description="Jasper speech recognition: data, training, evaluation, benchmarks, export and serving.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
-        if name != command:
-            sub.add_parser(name, help=help_text)
-            continue
-        module = importlib.import_module(module_name)
-        doc = (module.__doc__ or help_text).strip()
-        p = sub.add_parser(
-            name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-        module.add_arguments(p)
-        p.set_defaults(_module=module)
+    for name, entry in COMMANDS.items():
+        chosen = bool(words) and words[0] == name
+        if isinstance(entry, dict):
+            group = sub.add_parser(name, help=GROUP_HELP.get(name, ""), description=GROUP_HELP.get(name))
+            steps = group.add_subparsers(dest="step", metavar="STEP", required=True)
+            for step, step_entry in entry.items():
+                _add(steps, step, step_entry, chosen and len(words) > 1 and words[1] == step)
+        else:
+            _add(sub, name, entry, chosen)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     from jasper.audio import AudioError
     from jasper.checkpoint import CheckpointError
     from jasper.config import ConfigError

@@ -11,6 +11,11 @@ import pytest
 from jasper.cli import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
+LEAVES = [
+    [name, *([step] if step else [])]
+    for name, entry in COMMANDS.items()
+    for step in (entry if isinstance(entry, dict) else [None])
+]
 
 
 def test_console_script_help() -> None:
@@ -21,10 +26,10 @@ def test_console_script_help() -> None:
         assert name in out.stdout
 
 
-@pytest.mark.parametrize("name", list(COMMANDS))
-def test_every_command_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("words", LEAVES, ids=" ".join)
+def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        main([name, "--help"])
+        main([*words, "--help"])
     assert e.value.code == 0
     assert "usage: jasper" in capsys.readouterr().out
 
