@@ -15,6 +15,8 @@ Entry = tuple[str, str]  # (module, one-line help)
 GROUP_HELP = {"data": "download and prepare LibriSpeech, or render a synthetic TTS corpus"}
 COMMANDS: dict[str, Entry | dict[str, Entry]] = {
     "model-info": ("jasper.model_info", "print blocks, parameters, receptive field and GFLOPs of a config"),
+    "train": ("jasper.train", "train a model (one process, or torchrun for several GPUs/CPU processes)"),
+    "train-benchmark": ("jasper.train_benchmark", "synthetic benchmark data; training throughput table"),
     "data": {
         "download": (
             "jasper.datasets.download",

@@ -1,0 +1,93 @@
+"""Two CPU processes (torchrun + gloo, via `NUM_GPUS=2 scripts/train.sh`): DDP training with a step
+whose loss is infinite on one rank only, and a sharded dev WER equal to a one-process evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from conftest import REPO, require_shared
+
+from jasper import checkpoint, config
+from jasper.data import AudioDataset, ShardedEvalSampler, build_loader, load_utterances
+from jasper.evaluation import evaluate
+from jasper.features import FilterbankFeatures
+from jasper.model import Jasper
+from jasper.text import Tokenizer
+
+
+def _manifests(data: Path, tmp: Path) -> tuple[str, str]:
+    rows = []
+    for trans in sorted(data.rglob("*.trans.txt")):
+        for line in trans.read_text().splitlines():
+            uid, text = line.split(" ", 1)
+            flac = trans.parent / f"{uid}.flac"
+            rows.append(
+                {
+                    "audio_filepath": str(flac.relative_to(data)),
+                    "duration": sf.info(str(flac)).duration,
+                    "text": text.lower(),
+                }
+            )
+    rows.sort(key=lambda r: r["duration"])
+    audio, rate = sf.read(str(data / rows[0]["audio_filepath"]))
+    clip = tmp / "clip.flac"
+    sf.write(str(clip), audio[int(0.8 * rate) : int(1.1 * rate)], rate)
+    impossible = {"audio_filepath": str(clip), "duration": 0.3, "text": "far too many letters " * 10}
+    train, val = tmp / "train.json", tmp / "val.json"
+    train.write_text("".join(json.dumps(r) + "\n" for r in [*rows[:7], impossible]))
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows[8:13]))
+    return str(train), str(val)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_and_evaluate_exactly(tmp_path: Path) -> None:
+    data = require_shared("data", "librispeech-real-mini")
+    train, val = _manifests(data, tmp_path)
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "NUM_GPUS": "2",
+        "DATA_DIR": str(data),
+        "MODEL_CONFIG": "configs/tiny.yaml",
+        "OUTPUT_DIR": str(out),
+        "TRAIN_MANIFESTS": train,
+        "VAL_MANIFESTS": val,
+        "EPOCHS": "1",
+        "BATCH_SIZE": "1",
+        "GRAD_ACCUMULATION_STEPS": "1",
+        "EXTRA_ARGS": "--num_workers 0",
+    }
+    run = subprocess.run(
+        ["bash", str(REPO / "scripts" / "train.sh")], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "world size 2" in run.stderr
+
+    # 8 utterances, 1 per process: 4 updates; the 0.3 s clip's infinite loss skipped one on both ranks.
+    ckpt = checkpoint.read(out / "Jasper_epoch1_checkpoint.pt")
+    assert ckpt["step"] == 5 and ckpt["skipped_steps"] == 1 and len(ckpt["rng"]) == 2
+    records = [json.loads(line[5:]) for line in (out / "nvlog.json").read_text().splitlines()]
+    assert next(r for r in records if r.get("step") == "PARAMETER")["data"]["world_size"] == 2
+    final = {k: v for r in records if r.get("step") == [] for k, v in r["data"].items()}
+
+    # The sharded WER of the two processes is exactly the WER of one process on rank 0's weights.
+    cfg = config.load(REPO / "configs" / "tiny.yaml")
+    tokenizer = Tokenizer(cfg["labels"])
+    data_cfg = config.section(cfg, "input_val", "audio_dataset")
+    utts, _ = load_utterances([val], data, tokenizer, data_cfg)
+    dataset = AudioDataset(utts, data_cfg)
+    loader = build_loader(dataset, ShardedEvalSampler(dataset.durations(), 1), workers=0)
+    features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features"))
+    for key, subset in (("state_dict", "dev"), ("ema_state_dict", "dev_ema")):
+        model = Jasper.from_config(cfg)
+        checkpoint.load_state_dict(model, ckpt[key])
+        result = evaluate(model, features, loader, tokenizer, torch.device("cpu"))
+        assert 100 * result.wer == pytest.approx(final[f"{subset}_wer"], abs=1e-9), subset
+        assert 100 * result.cer == pytest.approx(final[f"{subset}_cer"], abs=1e-9), subset
+        assert result.loss == pytest.approx(final[f"{subset}_loss"], rel=1e-4), subset
