@@ -17,6 +17,10 @@ COMMANDS: dict[str, Entry | dict[str, Entry]] = {
     "model-info": ("jasper.model_info", "print blocks, parameters, receptive field and GFLOPs of a config"),
     "train": ("jasper.train", "train a model (one process, or torchrun for several GPUs/CPU processes)"),
     "train-benchmark": ("jasper.train_benchmark", "synthetic benchmark data; training throughput table"),
+    "export": ("jasper.export", "export feature extractor, acoustic model and decoder to ONNX/TorchScript"),
+    "triton-repo": ("jasper.triton", "write a Triton Inference Server model repository (cpu or gpu flavour)"),
+    "serve": ("jasper.serve", "run Triton Inference Server on a model repository until SIGTERM"),
+    "client": ("jasper.client", "transcribe audio files with a running Triton server (HTTP or gRPC), WER"),
     "data": {
         "download": (
             "jasper.datasets.download",

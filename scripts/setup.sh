@@ -49,4 +49,10 @@ fi
 echo "== installing jasper and its test tools"
 "${PIP[@]}" -e ".[test]"
 "${PIP[@]}" -e ".[tts]" || echo "== warning: the optional piper voice (.[tts]) did not install; jasper data synth will use the other engines" >&2
+# Deployment: ONNX export and the Triton client here, the Triton server in its own .venv-triton.
+# Fatal unless JASPER_SKIP_TRITON=1 (CI must run the real server); the Triton tests then skip.
+if [[ -z ${JASPER_SKIP_TRITON:-} ]]; then
+  "${PIP[@]}" -e ".[export,serve]"
+  bash scripts/setup_triton.sh || { echo "== error: scripts/setup_triton.sh failed (JASPER_SKIP_TRITON=1 skips it)" >&2; exit 1; }
+fi
 echo "== ready: $VENV/bin/jasper --help"
