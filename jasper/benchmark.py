@@ -1,0 +1,460 @@
+"""Inference latency benchmark (`jasper infer-benchmark`) and the latency statistics it reports.
+
+The reference measured latency inside `inference.py` and printed numbers that the README tables
+were then assembled from by hand; its "50%" was the mean and its percentiles came from a heap
+with an off-by-one (spec 7.2, 12.18). Here one process sweeps batch sizes x durations x
+precisions with the model loaded once, and prints the README's table itself, with true
+percentiles (`numpy.percentile`) and the mean labelled as such. Raw per-step timings and the
+machine description go to a JSON file, average latency vs batch size to a PNG.
+
+Two regions are timed per step, with device synchronisation at both ends so GPU work is counted:
+  dnn  the acoustic model and the argmax (what the reference's `dnn` latency covered);
+  e2e  end to end: audio already in host memory -> device copy, features, model, argmax, CTC
+       collapse to strings.
+Input is synthetic audio of exactly the configured duration (no dataset needed), or real
+utterances from manifests (`--val_manifests`), whose features are padded to the same fixed
+length (`pad_to_max_duration`) so every step of a run has the same shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from jasper import config
+from jasper.decoding import collapse, greedy_ids
+from jasper.features import FilterbankFeatures
+from jasper.text import Tokenizer
+
+log = logging.getLogger(__name__)
+
+PERCENTILES = (90, 95, 99)
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+# Step counts when the command line gives none: the reference's on CUDA, a few minutes' worth on CPU.
+DEFAULT_STEPS = {"cuda": (500, 10), "cpu": (20, 3)}
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of one timed region, in milliseconds: true percentiles and the arithmetic mean."""
+
+    n: int
+    mean: float
+    p90: float
+    p95: float
+    p99: float
+
+    @classmethod
+    def from_ms(cls, values_ms: Sequence[float]) -> LatencyStats:
+        if not values_ms:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan)
+        p = percentiles(values_ms)
+        return cls(len(values_ms), float(np.mean(values_ms)), p[90], p[95], p[99])
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float] = PERCENTILES) -> dict[float, float]:
+    """`{q: value}` for each percentile q, with numpy's default linear interpolation."""
+    if len(values) == 0:
+        raise ValueError("percentiles of an empty sequence")
+    out = np.percentile(np.asarray(values, dtype=np.float64), list(qs))
+    return {q: float(v) for q, v in zip(qs, out, strict=True)}
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so a host timer measures what the device did."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Measurement:
+    """One configuration's raw timings (ms per batch) and their summaries."""
+
+    precision: str
+    batch_size: int
+    duration: float
+    frames: int
+    dnn_ms: list[float] = field(default_factory=list)
+    e2e_ms: list[float] = field(default_factory=list)
+
+    @property
+    def dnn(self) -> LatencyStats:
+        return LatencyStats.from_ms(self.dnn_ms)
+
+    @property
+    def e2e(self) -> LatencyStats:
+        return LatencyStats.from_ms(self.e2e_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "duration_s": self.duration,
+            "feature_frames": self.frames,
+            "dnn": asdict(self.dnn) | {"raw_ms": self.dnn_ms},
+            "e2e": asdict(self.e2e) | {"raw_ms": self.e2e_ms},
+        }
+
+
+@torch.inference_mode()
+def measure(
+    model: nn.Module,
+    features: nn.Module,
+    tokenizer: Tokenizer,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    warmup_steps: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[list[float], list[float], int]:
+    """Time `warmup_steps + steps` batches of host audio; return (dnn ms, e2e ms, feature frames).
+
+    `model` must already be on `device` in `dtype`; features are computed in float32 and cast.
+    """
+    dnn_ms, e2e_ms, frames = [], [], 0
+    for step in range(warmup_steps + steps):
+        audio, audio_lens = next(batches)
+        synchronize(device)
+        t0 = time.perf_counter()
+        feats, feat_lens = features(audio.to(device), audio_lens.to(device))
+        feats = feats.to(dtype)
+        synchronize(device)
+        t1 = time.perf_counter()
+        log_probs, out_lens = model(feats, feat_lens)
+        ids = greedy_ids(log_probs, out_lens, tokenizer.blank)
+        synchronize(device)
+        t2 = time.perf_counter()
+        decode_ids(ids, out_lens, tokenizer)
+        t3 = time.perf_counter()
+        frames = feats.shape[-1]
+        if step >= warmup_steps:
+            dnn_ms.append((t2 - t1) * 1e3)
+            e2e_ms.append((t3 - t0) * 1e3)
+    return dnn_ms, e2e_ms, frames
+
+
+def decode_ids(ids: torch.Tensor, lengths: torch.Tensor, tokenizer: Tokenizer) -> list[str]:
+    """CTC-collapse argmax ids `[B, T]` within each length and map them to text (on the host)."""
+    rows, lens = ids.cpu().tolist(), lengths.cpu().tolist()
+    return [
+        tokenizer.decode(collapse(row[: int(n)], tokenizer.blank)) for row, n in zip(rows, lens, strict=True)
+    ]
+
+
+def synthetic_batches(
+    batch_size: int, duration: float, sample_rate: int, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The same batch of Gaussian noise (speech-like level) of exactly `duration` seconds, forever."""
+    samples = round(duration * sample_rate)
+    gen = torch.Generator().manual_seed(seed)
+    audio = 0.1 * torch.randn(batch_size, samples, generator=gen)
+    lens = torch.full((batch_size,), samples, dtype=torch.int32)
+    return itertools.repeat((audio, lens))
+
+
+def manifest_batches(
+    cfg: dict[str, Any],
+    dataset_dir: str,
+    manifests: Sequence[str],
+    batch_size: int,
+    duration: float,
+    tokenizer: Tokenizer,
+    pool_size: int = 64,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches cycling over up to `pool_size` utterances no longer than `duration`, read once."""
+    from jasper.data import AudioDataset, collate, load_utterances
+
+    ds_cfg = config.section(cfg, "input_val", "audio_dataset") | {"max_duration": duration}
+    utterances, _ = load_utterances(manifests, dataset_dir, tokenizer, ds_cfg)
+    if not utterances:
+        raise config.ConfigError(f"no utterance in {list(manifests)} is {duration} s or shorter")
+    dataset = AudioDataset(utterances[: max(pool_size, batch_size)], ds_cfg)
+    items = [dataset[i] for i in range(len(dataset))]
+    cycle = itertools.cycle(items)
+    while True:
+        batch = collate([next(cycle) for _ in range(batch_size)])
+        yield batch.audio, batch.audio_lens
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+    if device.type == "cuda":
+        info |= {
+            "device_name": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        }
+    else:
+        info["device_name"] = info["cpu"]
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_table(measurements: Sequence[Measurement], stage: str, baseline: dict | None = None) -> str:
+    """The README's latency table for one precision; with `baseline` (fp32 averages) a speed-up column.
+
+    `baseline` maps (batch size, duration) to the average latency the speed-up is relative to.
+    """
+    head = "| BS | Duration (s) | 90% (ms) | 95% (ms) | 99% (ms) | Avg (ms) |"
+    rule = "|---:|---:|---:|---:|---:|---:|"
+    if baseline is not None:
+        head += " Speed-up vs FP32 |"
+        rule += "---:|"
+    lines = [head, rule]
+    for m in measurements:
+        s: LatencyStats = getattr(m, stage)
+        row = f"| {m.batch_size} | {m.duration:g} | {s.p90:.2f} | {s.p95:.2f} | {s.p99:.2f} | {s.mean:.2f} |"
+        if baseline is not None:
+            ref = baseline.get((m.batch_size, m.duration))
+            row += f" {ref / s.mean:.2f}x |" if ref else " - |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+STAGE_TITLES = {
+    "dnn": "model only (acoustic model + argmax)",
+    "e2e": "end to end (features + model + decode)",
+}
+
+
+def report(measurements: Sequence[Measurement]) -> str:
+    """All tables: per precision, one per timed region; FP16 tables get the speed-up over FP32."""
+    blocks = []
+    precisions = list(dict.fromkeys(m.precision for m in measurements))
+    for precision in precisions:
+        rows = [m for m in measurements if m.precision == precision]
+        for stage in ("dnn", "e2e"):
+            baseline = None
+            if precision != "fp32" and "fp32" in precisions:
+                baseline = {
+                    (m.batch_size, m.duration): getattr(m, stage).mean
+                    for m in measurements
+                    if m.precision == "fp32"
+                }
+            title = f"{precision.upper()} latency, {STAGE_TITLES[stage]}, {rows[0].dnn.n} steps per row"
+            blocks.append(f"{title}\n\n{format_table(rows, stage, baseline)}")
+    return "\n\n".join(blocks)
+
+
+def plot(measurements: Sequence[Measurement], path: str | Path) -> None:
+    """Average latency vs batch size, one line per duration (and precision), per timed region."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = sorted({(m.precision, m.duration) for m in measurements})
+    for ax, stage in zip(axes, ("dnn", "e2e"), strict=True):
+        for precision, duration in groups:
+            rows = sorted(
+                (m for m in measurements if (m.precision, m.duration) == (precision, duration)),
+                key=lambda m: m.batch_size,
+            )
+            xs = [m.batch_size for m in rows]
+            ys = [getattr(m, stage).mean for m in rows]
+            style = "-o" if precision == "fp32" else "--s"
+            ax.plot(xs, ys, style, label=f"{duration:g} s, {precision}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({m.batch_size for m in measurements}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("average latency per batch (ms)")
+        ax.set_title(STAGE_TITLES[stage])
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model_config", required=True, help="model config YAML (reference schema)")
+    parser.add_argument("--ckpt", default=None, help="checkpoint to load; random weights when omitted")
+    parser.add_argument("--ema", action="store_true", help="load the checkpoint's EMA weights")
+    parser.add_argument(
+        "--override_config",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change a config value before validation; repeatable",
+    )
+    parser.add_argument(
+        "--batch_sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="batch sizes to sweep"
+    )
+    parser.add_argument(
+        "--durations",
+        type=float,
+        nargs="+",
+        default=[2.0, 7.0, 16.7],
+        help="audio durations in seconds to sweep (the reference's MAX_DURATION_SEQ)",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=sorted(PRECISIONS),
+        default=["fp32"],
+        help="fp16 is pure half precision (model.half()), CUDA only; with fp32 also run, "
+        "the fp16 tables get a speed-up column",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per configuration (default: 500 on CUDA, 20 on CPU)",
+    )
+    parser.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=None,
+        help="untimed steps before the timed ones (default: 10 on CUDA, 3 on CPU)",
+    )
+    parser.add_argument(
+        "--no_pad_to_max_duration",
+        dest="pad_to_max_duration",
+        action="store_false",
+        help="do not pad features to the fixed length of the duration (matters for manifest input only)",
+    )
+    parser.add_argument("--dataset_dir", default=None, help="root that manifest audio paths are relative to")
+    parser.add_argument(
+        "--val_manifests",
+        nargs="+",
+        default=None,
+        help="time real utterances (at most DURATION long) from these manifests instead of synthetic audio",
+    )
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available, else cpu"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--cudnn_benchmark", action="store_true", help="let cuDNN pick the fastest algorithms"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights and synthetic audio")
+    parser.add_argument(
+        "-o", "--output_dir", default="results", help="where infer_benchmark.json and .png are written"
+    )
+    parser.add_argument(
+        "--name", default="infer_benchmark", help="file name stem of the JSON and PNG (default: %(default)s)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from jasper.checkpoint import load_weights
+    from jasper.model import Jasper
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise config.ConfigError("--device cuda was asked for, but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    steps, warmup = DEFAULT_STEPS[device.type]
+    steps = steps if args.steps is None else args.steps
+    warmup = warmup if args.warmup_steps is None else args.warmup_steps
+    precisions = list(args.precisions)
+    if "fp16" in precisions and device.type != "cuda":
+        log.warning("fp16 is CUDA only; skipping it on %s", device)
+        precisions = [p for p in precisions if p != "fp16"] or ["fp32"]
+    precisions.sort(key=lambda p: p != "fp32")  # fp32 first: fp16 converts the model in place
+
+    torch.manual_seed(args.seed)
+    cfg = config.load(args.model_config, args.override_config)
+    tokenizer = Tokenizer(cfg["labels"])
+    model = Jasper.from_config(cfg)
+    if args.ckpt:
+        load_weights(model, args.ckpt, ema=args.ema)
+    model.eval().to(device)
+    fb = config.section(cfg, "input_val", "filterbank_features")
+    sample_rate = fb["sample_rate"]
+
+    measurements: list[Measurement] = []
+    for precision in precisions:
+        model.to(PRECISIONS[precision])
+        for duration in args.durations:
+            feats = FilterbankFeatures(
+                **fb | {"pad_to_max_duration": args.pad_to_max_duration, "max_duration": duration}
+            )
+            feats.eval().to(device)
+            for bs in args.batch_sizes:
+                if args.val_manifests:
+                    batches = manifest_batches(
+                        cfg, args.dataset_dir or ".", args.val_manifests, bs, duration, tokenizer
+                    )
+                else:
+                    batches = synthetic_batches(bs, duration, sample_rate, args.seed)
+                dnn, e2e, frames = measure(
+                    model, feats, tokenizer, batches, steps, warmup, device, PRECISIONS[precision]
+                )
+                m = Measurement(precision, bs, duration, frames, dnn, e2e)
+                measurements.append(m)
+                print(
+                    f"{precision} bs={bs} dur={duration:g}s frames={frames}: "
+                    f"dnn avg {m.dnn.mean:.2f} ms, e2e avg {m.e2e.mean:.2f} ms",
+                    flush=True,
+                )
+    info = machine_info(device)
+    print()
+    print(
+        f"{cfg.get('name', 'model')} ({args.model_config}) on {info['device_name']}, torch {info['torch']}, "
+        f"{info['threads']} threads"
+    )
+    print()
+    print(report(measurements))
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"{args.name}.json", out_dir / f"{args.name}.png"
+    record = {
+        "machine": info,
+        "settings": {
+            "model_config": str(args.model_config),
+            "checkpoint": args.ckpt,
+            "ema": args.ema,
+            "steps": steps,
+            "warmup_steps": warmup,
+            "pad_to_max_duration": args.pad_to_max_duration,
+            "input": "manifests" if args.val_manifests else "synthetic",
+            "val_manifests": args.val_manifests,
+            "seed": args.seed,
+        },
+        "results": [m.to_json() for m in measurements],
+    }
+    json_path.write_text(json.dumps(record, indent=1, allow_nan=True) + "\n")
+    plot(measurements, png_path)
+    print(f"\nwrote {json_path} and {png_path}")
+    return 0 if all(math.isfinite(m.dnn.mean) for m in measurements) else 1
