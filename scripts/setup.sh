@@ -55,4 +55,6 @@ if [[ -z ${JASPER_SKIP_TRITON:-} ]]; then
   "${PIP[@]}" -e ".[export,serve]"
   bash scripts/setup_triton.sh || { echo "== error: scripts/setup_triton.sh failed (JASPER_SKIP_TRITON=1 skips it)" >&2; exit 1; }
 fi
+# Beam search with a word LM: kenlm, pyctcdecode and KenLM's lmplz/build_binary (JASPER_SKIP_LM=1 skips them).
+[[ -n ${JASPER_SKIP_LM:-} ]] || { "${PIP[@]}" -e ".[lm]" && bash scripts/setup_kenlm.sh; } || { echo "== error: the LM tools did not install (JASPER_SKIP_LM=1 skips them)" >&2; exit 1; }
 echo "== ready: $VENV/bin/jasper --help"
