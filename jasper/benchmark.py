@@ -308,13 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model_config", required=True, help="model config YAML (reference schema)")
     parser.add_argument("--ckpt", default=None, help="checkpoint to load; random weights when omitted")
     parser.add_argument("--ema", action="store_true", help="load the checkpoint's EMA weights")
-    parser.add_argument(
-        "--override_config",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change a config value before validation; repeatable",
-    )
+    config.add_override_argument(parser)
     parser.add_argument(
         "--batch_sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="batch sizes to sweep"
     )

@@ -14,8 +14,12 @@ import sys
 Entry = tuple[str, str]  # (module, one-line help)
 GROUP_HELP = {"data": "download and prepare LibriSpeech, or render a synthetic TTS corpus"}
 COMMANDS: dict[str, Entry | dict[str, Entry]] = {
+    "quickstart": (
+        "jasper.quickstart",
+        "render a TTS corpus, train, evaluate and write a report: the whole system",
+    ),
     "model-info": ("jasper.model_info", "print blocks, parameters, receptive field and GFLOPs of a config"),
-    "lm": ("jasper.lm", "build an n-gram word LM with KenLM, tune beam-search LM weights, decode saved logits"),
+    "lm": ("jasper.lm", "build an n-gram word LM with KenLM, tune beam-search LM weights"),
     "train": ("jasper.train", "train a model (one process, or torchrun for several GPUs/CPU processes)"),
     "train-benchmark": ("jasper.train_benchmark", "synthetic benchmark data; training throughput table"),
     "infer": ("jasper.inference", "evaluate on manifests (WER, predictions, logits), or transcribe files"),

@@ -9,6 +9,7 @@ not after an hour of data loading. Defaults for absent keys live in `SCHEMA` and
 
 from __future__ import annotations
 
+import argparse
 import ast
 import math
 from collections.abc import Iterable
@@ -156,6 +157,18 @@ def _unshare(value: Any) -> Any:
     if isinstance(value, list):
         return [_unshare(v) for v in value]
     return value
+
+
+def add_override_argument(parser: argparse._ActionsContainer) -> None:
+    """The reference's repeatable `--override_config KEY.PATH=VALUE`, for every command with a config."""
+    parser.add_argument(
+        "--override_config",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="change one config value before validation, e.g. input_val.audio_dataset.max_duration=10 "
+        "(repeatable)",
+    )
 
 
 def apply_override(cfg: dict[str, Any], item: str, source: str = "<override>") -> None:

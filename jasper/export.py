@@ -370,7 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the check that every exported file matches eager PyTorch on a variable-length batch",
     )
-    parser.add_argument("--override_config", action="append", default=[], help="KEY=VALUE config override")
+    config.add_override_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

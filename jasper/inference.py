@@ -16,7 +16,8 @@ reference got wrong (spec 12.11-14, 12.18) works here:
 - the WER and the latencies (true percentiles, and the mean, which the reference called "50%")
   reach the JSON log (`--log_file`), not only stdout.
 
-Decoding is greedy and never reads past each utterance's output length. Features are computed
+Decoding is greedy (or, with `--decoder beam --lm DIR`, CTC beam search with an n-gram word LM)
+and never reads past each utterance's output length. Features are computed
 with PyTorch on the model's device (`--dali_device` is accepted and ignored: there is no DALI).
 """
 
@@ -393,14 +394,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write OUTPUT_DIR/<config stem>_{fp16|fp32}_{feat,acoustic,decoder}.pt and continue",
     )
-    parser.add_argument(
-        "--override_config",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change a config value before validation; repeatable",
-    )
+    config.add_override_argument(parser)
     parser.add_argument("--workers", type=int, default=4, help="data loader processes (default: %(default)s)")
+    beam = parser.add_argument_group("beam search with an n-gram LM (jasper lm build)")
+    beam.add_argument(
+        "--decoder", choices=["greedy", "beam"], default="greedy", help="greedy CTC (default) or beam search"
+    )
+    beam.add_argument(
+        "--lm", default=None, help="LM directory from `jasper lm build` (beam only; none: no LM)"
+    )
+    beam.add_argument("--beam_width", type=int, default=64, help="beams kept per frame (default 64)")
+    beam.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's tuned.json)")
+    beam.add_argument("--beta", type=float, default=None, help="word bonus (default: the LM's tuned.json)")
+    beam.add_argument("--decoder_workers", type=int, default=1, help="beam-search processes (default 1)")
 
 
 def _seed(seed: int) -> None:
@@ -480,12 +486,25 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         args.pad_leading,
         args.steps,
         args.warmup_steps,
-        keep_logits=bool(args.save_logits),
+        keep_logits=bool(args.save_logits) or args.decoder == "beam",
     )
     outputs = gather(outputs, ctx)
     if not ctx.is_main:
         return 0
     order = sorted(outputs.hypotheses)
+    if args.decoder == "beam":
+        from jasper.decoding import BeamSearchDecoder
+
+        with BeamSearchDecoder(
+            tokenizer.labels,
+            args.lm,
+            beam_width=args.beam_width,
+            alpha=args.alpha,
+            beta=args.beta,
+            workers=args.decoder_workers,
+        ) as decoder:
+            beamed = decoder.decode_batch([outputs.logits[i] for i in order])
+        outputs.hypotheses.update(zip(order, beamed, strict=True))
     hyps = [outputs.hypotheses[i] for i in order]
     refs = [utterances[i].text for i in order]
     words, chars = word_errors(hyps, refs), char_errors(hyps, refs)

@@ -86,13 +86,7 @@ def describe(model: Jasper, window_stride: float = 0.01) -> ModelInfo:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="model config YAML (reference schema)")
-    parser.add_argument(
-        "--override_config",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change a config value before validation; repeatable",
-    )
+    config.add_override_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -95,13 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--log_file", default=None, help="JSON-lines log (default: OUTPUT_DIR/nvlog.json, appended)"
     )
-    g.add_argument(
-        "--override_config",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change one config value, e.g. input_train.audio_dataset.max_duration=10 (repeatable)",
-    )
+    config.add_override_argument(g)
     g.add_argument(
         "--num_workers",
         type=int,

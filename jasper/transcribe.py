@@ -247,8 +247,13 @@ def iter_transcribe(
     chunk_overlap: float = CHUNK_OVERLAP,
     pad_leading: int = PAD_LEADING,
     stride: int | None = None,
+    beam_decoder: Any = None,
 ) -> Iterator[Result]:
-    """`transcribe`, one result at a time (for printing as files finish)."""
+    """`transcribe`, one result at a time (for printing as files finish).
+
+    With a `jasper.decoding.BeamSearchDecoder`, the text comes from beam search (with its LM); word
+    times still come from the greedy alignment, so they are given only when both agree on the words.
+    """
     stride = stride or output_stride(model)
     frame_seconds = features.hop_length * stride / features.sample_rate
     offset = pad_leading * features.hop_length / features.sample_rate
@@ -262,6 +267,10 @@ def iter_transcribe(
         ids = lp.argmax(dim=-1).tolist()
         text = tokenizer.decode(collapse(ids, tokenizer.blank))
         words = word_timings(ids, tokenizer, frame_seconds, offset, duration)
+        if beam_decoder is not None:
+            text = beam_decoder.decode(lp.float().cpu().numpy())
+            if [w.word for w in words] != text.split():
+                words = []
         yield Result(Path(path), text, duration, words)
 
 
@@ -392,13 +401,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model config YAML; default: the `config` stored in the checkpoint (required when it has none)",
     )
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    parser.add_argument(
-        "--override_config",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="change a config value before validation; repeatable",
-    )
+    config.add_override_argument(parser)
     parser.add_argument(
         "--format",
         choices=["txt", "json"],
@@ -432,6 +435,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--amp", action="store_true", help="run the model in float16 (CUDA only)")
+    parser.add_argument(
+        "--lm",
+        default=None,
+        help="decode with CTC beam search and this n-gram LM (a `jasper lm build` directory); word times "
+        "are then kept only where the beam and greedy words agree",
+    )
+    parser.add_argument(
+        "--beam_width", type=int, default=64, help="beams kept per frame with --lm (default 64)"
+    )
+    parser.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's tuned.json)")
+    parser.add_argument("--beta", type=float, default=None, help="word bonus (default: the LM's tuned.json)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -442,6 +456,13 @@ def run(args: argparse.Namespace) -> int:
         raise config.ConfigError("--chunk_overlap must be shorter than --chunk_seconds")
     files = audio_files(args.inputs)
     pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, args.amp)
+    beam = None
+    if args.lm:
+        from jasper.decoding import BeamSearchDecoder
+
+        beam = BeamSearchDecoder(
+            pipe.tokenizer.labels, args.lm, beam_width=args.beam_width, alpha=args.alpha, beta=args.beta
+        )
     results = iter_transcribe(
         [f for f, _ in files],
         pipe.model,
@@ -450,6 +471,7 @@ def run(args: argparse.Namespace) -> int:
         args.chunk_seconds,
         args.chunk_overlap,
         args.pad_leading,
+        beam_decoder=beam,
     )
     out_dir = Path(args.output_dir) if args.output_dir else None
     for (_, name), result in zip(files, results, strict=True):

@@ -270,7 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ensemble_name", default=defaults.ensemble_name, help="name clients call (default: %(default)s)"
     )
-    parser.add_argument("--override_config", action="append", default=[], help="KEY=VALUE config override")
+    config.add_override_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@
 # BATCH_SIZE 64, NUM_STEPS 0, NUM_WARMUP_STEPS 0, PAD_LEADING 16, SEED 0, AMP false, EMA true,
 # CPU false, CUDNN_BENCHMARK false, DALI_DEVICE gpu (accepted, unused), MAX_DURATION "",
 # PAD_TO_MAX_DURATION false (both override the input_val sections of the config)
-# DECODER            greedy                  (beam search with a language model is not implemented yet)
+# DECODER            greedy                  or beam: CTC beam search, with LM (a `jasper lm build` dir)
+# LM, BEAM_WIDTH 64, ALPHA, BETA             beam search settings (ALPHA/BETA default: the LM's tuned.json)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +58,10 @@ extra=("$@")
 : "${CPU:=false}"
 : "${LOGITS_FILE:=}"
 : "${DECODER:=greedy}"
+: "${LM:=}"
+: "${BEAM_WIDTH:=64}"
+: "${ALPHA:=}"
+: "${BETA:=}"
 
 if [[ -n $MANIFESTS ]]; then
   read -r -a manifests <<<"$MANIFESTS"
@@ -69,9 +74,9 @@ fi
 : "${PREDICTION_FILE=$OUTPUT_DIR/$default_name.predictions}"
 
 case $DECODER in
-  greedy) ;;
+  greedy | beam) ;;
   *)
-    echo "inference.sh: DECODER=$DECODER is not available; only greedy decoding is implemented" >&2
+    echo "inference.sh: DECODER=$DECODER is not one of greedy, beam" >&2
     exit 2
     ;;
 esac
@@ -98,6 +103,12 @@ args=(
 [[ -n $LOG_FILE ]] && args+=(--log_file "$LOG_FILE")
 [[ -n $PREDICTION_FILE ]] && args+=(--save_predictions "$PREDICTION_FILE")
 [[ -n $LOGITS_FILE ]] && args+=(--save_logits "$LOGITS_FILE")
+if [[ $DECODER == beam ]]; then
+  args+=(--decoder beam --beam_width "$BEAM_WIDTH")
+  [[ -n $LM ]] && args+=(--lm "$LM")
+  [[ -n $ALPHA ]] && args+=(--alpha "$ALPHA")
+  [[ -n $BETA ]] && args+=(--beta "$BETA")
+fi
 [[ $AMP == true ]] && args+=(--amp)
 [[ $EMA == true ]] && args+=(--ema)
 [[ $CPU == true ]] && args+=(--cpu)

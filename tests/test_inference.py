@@ -272,3 +272,16 @@ def test_save_logits_variable_lengths(tmp_path: Path) -> None:
     t = torch.load(tmp_path / "l.pt", weights_only=True)
     assert t["ids"] == ids and t["lengths"].tolist() == [3, 17, 1]
     assert all(np.array_equal(t["logits"][i].numpy(), x) for i, x in zip(ids, logits, strict=True))
+
+
+def test_beam_decoder_without_lm_at_width_one_equals_greedy(mini: dict, one_process: Path) -> None:
+    """DECODER=beam reaches `jasper infer --decoder beam`; beam 1 without an LM is greedy decoding."""
+    pytest.importorskip("pyctcdecode", reason="the LM tools are not installed (bash scripts/setup_kenlm.sh)")
+    out_dir = mini["tmp"] / "beam"
+    run_script("inference.sh", script_env(mini, out_dir, DECODER="beam", BEAM_WIDTH="1"), "--workers", "0")
+    greedy = [(i, " ".join(h.split())) for i, h in read_predictions(one_process / "pred.txt")]
+    assert read_predictions(out_dir / "pred.txt") == greedy
+    assert (
+        logged(out_dir / "log.json", "eval")["eval_wer"]
+        == logged(one_process / "log.json", "eval")["eval_wer"]
+    )

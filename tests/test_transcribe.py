@@ -243,3 +243,32 @@ def test_transcribe_function_signature(mini: dict) -> None:
     assert result.path == path and result.words
     # 1 s of context on each side of a seam exceeds half the tiny model's receptive field (0.78 s).
     assert result.text == unchunked.text and result.words == unchunked.words
+
+
+def test_lm_beam_search_decoding(mini: dict, tmp_path: Path) -> None:
+    """`--lm` decodes with beam search; every word then comes from the LM's vocabulary or is an
+    unknown word the acoustic evidence forced (the random test model forces many)."""
+    from jasper.lm import LMError, build_lm, find_tool
+
+    try:
+        find_tool("lmplz")
+    except LMError as e:
+        pytest.skip(str(e))
+    text = tmp_path / "lm.txt"
+    text.write_text("the cat sat on the mat\nthe dog sat on the log\n" * 5)
+    build_lm([text], tmp_path / "lm", 2, memory="100M")
+    out = cli(
+        "--ckpt",
+        str(mini["ckpt"]),
+        "--lm",
+        str(tmp_path / "lm"),
+        "--beam_width",
+        "8",
+        "--format",
+        "json",
+        str(mini["flac"][0]),
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[0])
+    assert result["text"] == " ".join(result["text"].split())
+    assert all(w["word"] in result["text"].split() for w in result["words"])

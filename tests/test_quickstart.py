@@ -1,0 +1,68 @@
+"""The quickstart in a reduced mode: real corpus, real training, real evaluation, and a report whose
+figures equal those recomputed independently from the predictions files and manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jiwer
+import pytest
+from conftest import require_shared
+
+from jasper import config
+from jasper.text import normalize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quickstart_reduced_mode(tmp_path: Path) -> None:
+    require_shared("data", "text", "sentences-public.txt")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [
+        sys.executable,
+        "-m",
+        "jasper.cli",
+        "quickstart",
+        "--minutes",
+        "1.5",
+        "--hours",
+        "0.15",
+        "--output_dir",
+        str(out),
+        "--cache_dir",
+        str(cache),
+        "--threads",
+        "2",
+    ]
+    run = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "training.png").stat().st_size > 1000 and (out / "wer.png").stat().st_size > 1000
+
+    labels = config.load(REPO / "configs" / "jasper5x3_cpu.yaml")["labels"]
+    test = summary["splits"]["synth-test"]
+    manifest = json.loads((cache / "synth" / "synth-test.json").read_text())
+    refs = {Path(e["files"][0]["fname"]).stem: normalize(e["transcript"], labels) for e in manifest}
+    hyps = dict(line.split("\t", 1) for line in Path(test["predictions"]).read_text().splitlines())
+    assert set(hyps) == set(refs)
+    ids = sorted(refs)
+    expected = 100 * jiwer.wer([refs[i] for i in ids], [" ".join(hyps[i].split()) for i in ids])
+    assert test["greedy"]["wer"] == pytest.approx(expected, abs=1e-9)
+    # the same figure is printed in the report's results table
+    row = next(line for line in report.splitlines() if line.startswith("| synth-test |"))
+    assert re.search(rf"\| {expected:.1f}% \|", row)
+    assert "librispeech-real" in summary["splits"]
+    assert summary["training"]["audio_seconds_per_second"] > 0
+    # a second run resumes: corpus and LM cached, training budget already spent
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "0 utterances were already there" not in again.stdout
