@@ -218,8 +218,8 @@ def run(args: argparse.Namespace) -> int:
                 str(synth),
                 "--lm",
                 str(lm_dir),
-                *("--alphas", "0.3", "0.6", "1.0", "--betas", "0.5", "1.5", "3"),
-                *("--beam_width", "32", "--workers", "2"),
+                *("--alphas", "0.4", "0.6", "0.8", "1.0", "--betas", "1", "1.5", "2", "2.5", "3"),
+                *("--beam_width", "64", "--workers", "2"),
                 "--out",
                 str(tuned),
             ]
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
                     results[name]["logits"],
                     "--lm",
                     str(lm_dir),
-                    *("--beam_width", "32", "--workers", "2"),
+                    *("--beam_width", "64", "--workers", "2"),
                     "--out",
                     str(lm_pred),
                 ]
