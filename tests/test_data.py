@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import require_shared
+from conftest import mini_manifest, require_shared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,23 +34,6 @@ TRAIN = config.section(CFG, "input_train", "audio_dataset")
 
 def _mini() -> Path:
     return require_shared("data", "librispeech-real-mini")
-
-
-def _nemo_manifest(root: Path, out: Path) -> list[dict]:
-    entries = []
-    for trans in sorted(root.glob("*/*/*/*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            uid, text = line.split(" ", 1)
-            f = trans.parent / f"{uid}.flac"
-            entries.append(
-                {
-                    "audio_filepath": str(f.relative_to(root)),
-                    "duration": sf.info(str(f)).duration,
-                    "text": text,
-                }
-            )
-    out.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
-    return entries
 
 
 def _reference_manifest(root: Path, out: Path) -> list[dict]:
@@ -83,7 +66,7 @@ def _reference_manifest(root: Path, out: Path) -> list[dict]:
 
 def test_both_manifest_formats_give_the_same_utterances(tmp_path: Path) -> None:
     root = _mini()
-    _nemo_manifest(root, tmp_path / "nemo.json")
+    mini_manifest(root, tmp_path / "nemo.json")
     _reference_manifest(root, tmp_path / "ref.json")
     a, sa = load_utterances([tmp_path / "nemo.json"], root, TOK, VAL)
     b, sb = load_utterances([tmp_path / "ref.json"], root, TOK, VAL)
@@ -95,7 +78,7 @@ def test_both_manifest_formats_give_the_same_utterances(tmp_path: Path) -> None:
 
 def test_loader_batches_match_manifest(tmp_path: Path) -> None:
     root = _mini()
-    entries = _nemo_manifest(root, tmp_path / "m.json")
+    entries = mini_manifest(root, tmp_path / "m.json")
     utts, _ = load_utterances([tmp_path / "m.json"], root, TOK, dict(VAL, trim_silence=False))
     ds = AudioDataset(utts, dict(VAL, trim_silence=False))
     seen = 0
@@ -115,7 +98,7 @@ def test_loader_batches_match_manifest(tmp_path: Path) -> None:
 
 def test_duration_filter_and_max_utts(tmp_path: Path) -> None:
     root = _mini()
-    _nemo_manifest(root, tmp_path / "m.json")
+    mini_manifest(root, tmp_path / "m.json")
     utts, stats = load_utterances(
         [tmp_path / "m.json"], root, TOK, dict(VAL, max_duration=5.0, min_duration=3.3)
     )
@@ -126,7 +109,7 @@ def test_duration_filter_and_max_utts(tmp_path: Path) -> None:
 
 def test_speed_perturbation_changes_durations_within_range(tmp_path: Path) -> None:
     root = _mini()
-    _nemo_manifest(root, tmp_path / "m.json")
+    mini_manifest(root, tmp_path / "m.json")
     cfg = dict(TRAIN, trim_silence=False)
     utts, _ = load_utterances([tmp_path / "m.json"], root, TOK, cfg)
     ds = AudioDataset(utts[:6], cfg, augment=True)

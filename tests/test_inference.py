@@ -15,9 +15,8 @@ from pathlib import Path
 import jiwer
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from conftest import require_shared
+from conftest import mini_manifest, require_shared
 
 from jasper import config
 from jasper.cli import main
@@ -31,25 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 # One thread per process, so one process and two torchrun processes do bit-identical arithmetic.
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-def write_manifest(root: Path, out: Path, limit: int | None = None) -> list[dict]:
-    """NeMo JSON lines for the mini set, in LibriSpeech order; returns the entries."""
-    entries = []
-    for trans in sorted(root.glob("*/*/*/*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            uid, text = line.split(" ", 1)
-            f = trans.parent / f"{uid}.flac"
-            entries.append(
-                {
-                    "audio_filepath": str(f.relative_to(root)),
-                    "duration": sf.info(str(f)).duration,
-                    "text": text,
-                }
-            )
-    entries = entries[:limit]
-    out.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    return entries
 
 
 def write_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -67,8 +47,8 @@ def write_checkpoint(path: Path, seed: int = 0) -> Path:
 def mini(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = require_shared("data", "librispeech-real-mini")
     tmp = tmp_path_factory.mktemp("infer")
-    entries = write_manifest(root, tmp / "mini.json")
-    write_manifest(root, tmp / "small.json", limit=6)
+    entries = mini_manifest(root, tmp / "mini.json")
+    mini_manifest(root, tmp / "small.json", limit=6)
     return {"root": root, "tmp": tmp, "entries": entries, "ckpt": write_checkpoint(tmp / "tiny.pt")}
 
 
