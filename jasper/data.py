@@ -334,10 +334,13 @@ class BucketingBatchSampler(Sampler[list[int]]):
     """Batches of similar duration, shuffled per epoch, sharded over ranks, resumable mid-epoch.
 
     Each epoch: shuffle (seeded by `seed + epoch`), sort by duration within buckets of
-    `bucket_size` global batches, cut into global batches of `batch_size * num_replicas`, shuffle
-    the order of those batches, and give rank r the r-th slice of each. Every rank sees the same
-    number of batches (incomplete global batches are dropped in training). `set_epoch(e, skip=n)`
-    skips the first n batches of epoch e, so a resumed run continues with the same batch order.
+    `bucket_size` global batches, cut into global batches of `batch_size * num_replicas *
+    accumulation` utterances (one optimizer step), shuffle the order of those batches, and cut
+    each into micro-batches of `batch_size`: rank r's m-th micro-batch is slice `m * num_replicas
+    + r`. The order thus depends on the global batch only, not on how it is split: 2 ranks x 1
+    micro-batch read exactly what 1 rank x 2 micro-batches reads. Every rank sees the same number
+    of batches (incomplete global batches are dropped in training). `set_epoch(e, skip=n)` skips
+    the first n global batches of epoch e, so a resumed run continues with the same batch order.
     """
 
     def __init__(
@@ -350,11 +353,13 @@ class BucketingBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         bucket_size: int = 50,
         drop_last: bool = True,
+        accumulation: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        if batch_size < 1 or accumulation < 1:
+            raise ValueError("batch_size and accumulation must be at least 1")
         self.durations = np.asarray(durations, dtype=np.float64)
         self.batch_size, self.num_replicas, self.rank = batch_size, num_replicas, rank
+        self.accumulation = accumulation
         self.shuffle, self.seed, self.bucket_size, self.drop_last = shuffle, seed, bucket_size, drop_last
         self.epoch, self.skip = 0, 0
 
@@ -362,9 +367,9 @@ class BucketingBatchSampler(Sampler[list[int]]):
         self.epoch, self.skip = epoch, skip
 
     def global_batches(self) -> list[np.ndarray]:
-        """All ranks' batches of the current epoch, in order (each of `batch_size * num_replicas`)."""
+        """All ranks' batches of the current epoch, in order (one optimizer step's utterances each)."""
         n = len(self.durations)
-        gbs = self.batch_size * self.num_replicas
+        gbs = self.global_batch
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         chunk = gbs * self.bucket_size
@@ -379,16 +384,23 @@ class BucketingBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.num_replicas * self.accumulation
+
     def __iter__(self) -> Iterator[list[int]]:
+        b = self.batch_size
         for gb in self.global_batches()[self.skip :]:
-            mine = gb[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            yield mine.tolist()
+            for m in range(self.accumulation):
+                piece = m * self.num_replicas + self.rank
+                yield gb[piece * b : (piece + 1) * b].tolist()
 
     def __len__(self) -> int:
-        gbs = self.batch_size * self.num_replicas
+        """Micro-batches this rank will read (`accumulation` per global batch)."""
+        gbs = self.global_batch
         full = len(self.durations) // gbs
         total = full if self.drop_last or len(self.durations) % gbs == 0 else full + 1
-        return max(total - self.skip, 0)
+        return max(total - self.skip, 0) * self.accumulation
 
 
 class ShardedEvalSampler(Sampler[list[int]]):

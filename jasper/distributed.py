@@ -34,7 +34,8 @@ class Context:
 def init(device: str | None = None) -> Context:
     """Join the torchrun job if there is one; pick `cuda:LOCAL_RANK` when CUDA exists, else CPU.
 
-    `device` forces "cpu" or "cuda". The backend is NCCL on CUDA and gloo on CPU.
+    `device` forces "cpu" or "cuda". The backend is NCCL on CUDA and gloo on CPU. A torchrun job of
+    one process joins a process group too, so that one GPU runs the same DDP and NCCL code as eight.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -47,9 +48,15 @@ def init(device: str | None = None) -> Context:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Context(rank, world, local_rank, dev)
+
+
+def initialized() -> bool:
+    """True inside a process group (torchrun), even one of a single process."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:

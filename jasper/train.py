@@ -19,7 +19,7 @@ What differs, on purpose:
   * Metric records reach `nvlog.json` (the reference's logger dropped them).
 
 Checkpoint position. An interrupted job saves `Jasper_epoch{E}_checkpoint.pt` for the epoch E it
-was in, with `sampler.batches_done > 0` (micro-batches done in E) and `epoch = E - 1` (completed
+was in, with `sampler.batches_done > 0` (updates done in E) and `epoch = E - 1` (completed
 epochs, so reference tools read it as "restart epoch E"). An end-of-epoch checkpoint has
 `epoch = E` and `sampler = {epoch: E + 1, batches_done: 0}`. `--resume` loads the
 highest-numbered epoch checkpoint that reads, mid-epoch or not.
@@ -285,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ctx = distributed.init(args.device)
     _setup_logging(ctx.rank)
+    if distributed.initialized():
+        log.info("process group: %s backend, %d process(es)", dist.get_backend(), ctx.world_size)
     try:
         with StopSignals() as signals:
             return train(args, ctx, signals)
@@ -377,7 +379,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
     val_set = AudioDataset(val_utts, val_data_cfg, args.seed, augment=False, skip_bad=skip_bad)
     # The same seed on every rank: ranks agree on each epoch's global batches and take their slices.
     sampler = BucketingBatchSampler(
-        train_set.durations(), micro_batch, num_replicas=world, rank=rank, seed=args.seed
+        train_set.durations(), micro_batch, num_replicas=world, rank=rank, seed=args.seed, accumulation=accum
     )
     steps_per_epoch = len(sampler) // accum
     if steps_per_epoch == 0:
@@ -429,7 +431,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
             ) from None
         if ckpt.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(ckpt["scaler"])
-        progress = _restore_progress(ckpt, steps_per_epoch, micro_batch * world, accum)
+        progress = _restore_progress(ckpt, steps_per_epoch, sampler.global_batch)
         _restore_rng(ckpt.get("rng"), world, rank, fallback_seed=args.seed + rank + progress.updates)
         log.info(
             "resumed from %s: epoch %d with %d/%d steps done, %d updates, %.1f min trained",
@@ -459,7 +461,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
         )
         return 0
     model: nn.Module = raw_model
-    if world > 1:
+    if distributed.initialized():  # torchrun, also with one process: the same DDP code path
         device_ids = [ctx.local_rank] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
 
@@ -517,7 +519,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
     def save(path: Path) -> None:
         """Checkpoint the current position: all ranks gather RNG states, rank 0 writes after a barrier."""
         state = _checkpoint_state(
-            raw_model, ema, optimizer, scaler, progress, steps_per_epoch, accum, micro_batch * world
+            raw_model, ema, optimizer, scaler, progress, steps_per_epoch, sampler.global_batch
         )
         state["rng"] = _gather_rng(world)
         state["config"], state["args"] = cfg, _plain_args(args)
@@ -549,7 +551,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
     epoch_history: list[dict[str, float]] = []
     for epoch in range(first_epoch, args.epochs + 1):
         progress.epoch = epoch
-        sampler.set_epoch(epoch, skip=progress.steps_done * accum)  # mid-epoch resume: same batches
+        sampler.set_epoch(epoch, skip=progress.steps_done)  # mid-epoch resume: same batches
         train_set.set_epoch(epoch)
         batches = iter(train_loader)
         epoch_totals, log_totals = Totals(), Totals()
@@ -571,7 +573,8 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
                 audio_seconds += float(batch.audio_lens.sum()) / train_features.sample_rate
                 batch = batch.to(device, non_blocking=True)
                 # DDP all-reduces gradients in the last micro-batch's backward only.
-                sync = contextlib.nullcontext() if micro == accum - 1 or world == 1 else model.no_sync()
+                last = micro == accum - 1 or model is raw_model
+                sync = contextlib.nullcontext() if last else model.no_sync()
                 with sync:
                     feats, feat_lens = train_features(batch.audio, batch.audio_lens)
                     with _autocast(device, amp_dtype):
@@ -878,7 +881,6 @@ def _checkpoint_state(
     scaler: torch.amp.GradScaler,
     progress: Progress,
     steps_per_epoch: int,
-    accum: int,
     global_batch: int,
 ) -> dict[str, Any]:
     """The reference's checkpoint keys plus the exact position (`sampler`) and counters."""
@@ -893,10 +895,10 @@ def _checkpoint_state(
         "ema_state_dict": ema.state_dict() if ema else None,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
-        # Position: micro-batches done in `epoch` (per rank), of `global_batch` utterances over all ranks.
+        # Position: global batches (updates) done in `epoch`, each of `global_batch` utterances.
         "sampler": {
             "epoch": epoch,
-            "batches_done": steps * accum,
+            "batches_done": steps,
             "global_batch": global_batch,
             "steps_per_epoch": steps_per_epoch,
         },
@@ -920,7 +922,7 @@ def _find_resume_checkpoint(output_dir: str, rank: int) -> tuple[Path, dict[str,
     return found
 
 
-def _restore_progress(ckpt: dict[str, Any], steps_per_epoch: int, global_batch: int, accum: int) -> Progress:
+def _restore_progress(ckpt: dict[str, Any], steps_per_epoch: int, global_batch: int) -> Progress:
     """The position after `ckpt`; a reference checkpoint (no `sampler`) is at the end of its epoch."""
     progress = Progress(
         best_wer=float(ckpt.get("best_wer", NO_BEST)),
@@ -947,7 +949,7 @@ def _restore_progress(ckpt: dict[str, Any], steps_per_epoch: int, global_batch: 
         )
         batches = new
     progress.epoch = int(position["epoch"])
-    progress.steps_done = batches // accum
+    progress.steps_done = batches
     progress.updates = int(ckpt["step"]) - 1
     if progress.steps_done >= steps_per_epoch:
         progress.epoch, progress.steps_done = progress.epoch + 1, 0

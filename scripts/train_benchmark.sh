@@ -20,6 +20,8 @@
 #   EPOCHS_THIS_JOB (2)  PRE_ALLOCATE ("1408 1920" / unset)  DALI_DEVICE (gpu: accepted, not used)
 #   OUTPUT_DIR (results/train_benchmark)  DATA_DIR, TRAIN_MANIFESTS, VAL_MANIFESTS (synthetic)
 #   NUM_WORKERS (2 / 1): loader workers per process
+#   SYNTHETIC_UTTERANCES: size of the synthetic training set (default: enough for NUM_STEPS in one
+#     epoch; fewer loop over several epochs, which EPOCHS_THIS_JOB must then allow)
 #   OMP_NUM_THREADS (CPU-only: cores / the largest process count, the same for every run, so that
 #   weak scaling compares equal workers)
 set -euo pipefail
@@ -60,7 +62,7 @@ fi
 
 if [[ -z ${DATA_DIR:-} ]]; then
   # Enough utterances that the largest global batch runs NUM_STEPS updates within one epoch.
-  utts=$(($(max $BATCH_SIZE_SEQ) * $(max $NUM_GPUS_SEQ) * NUM_STEPS))
+  utts=${SYNTHETIC_UTTERANCES:-$(($(max $BATCH_SIZE_SEQ) * $(max $NUM_GPUS_SEQ) * NUM_STEPS))}
   DATA_DIR=$OUTPUT_DIR/synthetic
   "$PYTHON" -m jasper.cli train-benchmark data --output_dir "$DATA_DIR" --utterances "$utts" \
     --duration "$MAX_DURATION"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# JASPER_SHARED points elsewhere where `../shared` cannot sit beside the clone (a GPU machine's copy).
+SHARED = Path(os.environ.get("JASPER_SHARED") or REPO.parent / "shared")
 
 
 def require_shared(*parts: str) -> Path:

@@ -220,6 +220,24 @@ def test_bucketing_resume_and_ranks() -> None:
 
 
 @settings(max_examples=50, deadline=None)
+@given(n=st.integers(0, 120), world=st.integers(1, 4), accum=st.integers(1, 3), bs=st.integers(1, 5))
+def test_global_batches_do_not_depend_on_how_they_are_split(n: int, world: int, accum: int, bs: int) -> None:
+    """World x accumulation micro-batches of one step are the same utterances, in the same pieces,
+    as one process reading the whole global batch in world * accumulation micro-batches."""
+    durations = np.random.default_rng(n).uniform(1, 17, size=n)
+    single = list(BucketingBatchSampler(durations, bs, seed=1, accumulation=world * accum))
+    for rank in range(world):
+        sampler = BucketingBatchSampler(
+            durations, bs, num_replicas=world, rank=rank, seed=1, accumulation=accum
+        )
+        micro = list(sampler)
+        assert len(micro) == len(sampler) == len(single) // world
+        for i, batch in enumerate(micro):
+            step, m = divmod(i, accum)
+            assert batch == single[step * world * accum + m * world + rank]
+
+
+@settings(max_examples=50, deadline=None)
 @given(n=st.integers(0, 200), world=st.integers(1, 5), bs=st.integers(1, 9))
 def test_sharded_eval_covers_every_sample_exactly_once(n: int, world: int, bs: int) -> None:
     durations = np.random.default_rng(n).uniform(0, 10, size=n)

@@ -1,5 +1,6 @@
 """Two CPU processes (torchrun + gloo, via `NUM_GPUS=2 scripts/train.sh`): DDP training with a step
-whose loss is infinite on one rank only, and a sharded dev WER equal to a one-process evaluation."""
+whose loss is infinite on one rank only, a sharded dev WER equal to a one-process evaluation, and
+the same parameters as one process training on the same global batches."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO, require_shared
+from conftest import REPO, mini_manifest, require_shared
 
 from jasper import checkpoint, config
 from jasper.data import AudioDataset, ShardedEvalSampler, build_loader, load_utterances
@@ -21,20 +22,12 @@ from jasper.model import Jasper
 from jasper.text import Tokenizer
 
 
+def _rows(data: Path) -> list[dict]:
+    return sorted(mini_manifest(data), key=lambda r: r["duration"])
+
+
 def _manifests(data: Path, tmp: Path) -> tuple[str, str]:
-    rows = []
-    for trans in sorted(data.rglob("*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            uid, text = line.split(" ", 1)
-            flac = trans.parent / f"{uid}.flac"
-            rows.append(
-                {
-                    "audio_filepath": str(flac.relative_to(data)),
-                    "duration": sf.info(str(flac)).duration,
-                    "text": text.lower(),
-                }
-            )
-    rows.sort(key=lambda r: r["duration"])
+    rows = _rows(data)
     audio, rate = sf.read(str(data / rows[0]["audio_filepath"]))
     clip = tmp / "clip.flac"
     sf.write(str(clip), audio[int(0.8 * rate) : int(1.1 * rate)], rate)
@@ -45,13 +38,24 @@ def _manifests(data: Path, tmp: Path) -> tuple[str, str]:
     return str(train), str(val)
 
 
+def _train_sh(env: dict[str, str]) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        ["bash", str(REPO / "scripts" / "train.sh")],
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_train_and_evaluate_exactly(tmp_path: Path) -> None:
     data = require_shared("data", "librispeech-real-mini")
     train, val = _manifests(data, tmp_path)
     out = tmp_path / "out"
     env = {
-        **os.environ,
         "NUM_GPUS": "2",
         "DATA_DIR": str(data),
         "MODEL_CONFIG": "configs/tiny.yaml",
@@ -63,10 +67,7 @@ def test_two_gloo_processes_train_and_evaluate_exactly(tmp_path: Path) -> None:
         "GRAD_ACCUMULATION_STEPS": "1",
         "EXTRA_ARGS": "--num_workers 0",
     }
-    run = subprocess.run(
-        ["bash", str(REPO / "scripts" / "train.sh")], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
+    run = _train_sh(env)
     assert "world size 2" in run.stderr
 
     # 8 utterances, 1 per process: 4 updates; the 0.3 s clip's infinite loss skipped one on both ranks.
@@ -91,3 +92,47 @@ def test_two_gloo_processes_train_and_evaluate_exactly(tmp_path: Path) -> None:
         assert 100 * result.wer == pytest.approx(final[f"{subset}_wer"], abs=1e-9), subset
         assert 100 * result.cer == pytest.approx(final[f"{subset}_cer"], abs=1e-9), subset
         assert result.loss == pytest.approx(final[f"{subset}_loss"], rel=1e-4), subset
+
+
+@pytest.mark.slow
+def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path: Path) -> None:
+    """DDP averages the two ranks' gradients; one process with batch 2b in two micro-batches of b
+    sums the same two gradients over the same utterances (the sampler's order depends only on the
+    global batch). Micro-batches of b, not one forward over 2b: BatchNorm normalises each forward
+    with its own batch statistics, and a rank's forward sees b utterances (SyncBatchNorm, which
+    would pool them, runs on GPUs only). Dropout is off in the tiny config; dither is turned off."""
+    data = require_shared("data", "librispeech-real-mini")
+    train, val = tmp_path / "train.json", tmp_path / "val.json"
+    rows = _rows(data)
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows[8:10]))
+    common = {
+        "DATA_DIR": str(data),
+        "MODEL_CONFIG": "configs/tiny.yaml",
+        "TRAIN_MANIFESTS": str(train),
+        "VAL_MANIFESTS": str(val),
+        "EPOCHS": "2",
+        "LEARNING_RATE": "0.005",
+        "EMA": "0",
+        "SAVE_FREQUENCY": "1",
+        "EXTRA_ARGS": "--num_workers 0 --override_config input_train.filterbank_features.dither=0",
+    }
+    two, one = tmp_path / "two", tmp_path / "one"
+    _train_sh(
+        {**common, "NUM_GPUS": "2", "BATCH_SIZE": "2", "GRAD_ACCUMULATION_STEPS": "1", "OUTPUT_DIR": str(two)}
+    )
+    _train_sh(
+        {**common, "NUM_GPUS": "1", "BATCH_SIZE": "4", "GRAD_ACCUMULATION_STEPS": "2", "OUTPUT_DIR": str(one)}
+    )
+    a = checkpoint.read(two / "Jasper_epoch2_checkpoint.pt")
+    b = checkpoint.read(one / "Jasper_epoch2_checkpoint.pt")
+    assert a["step"] == b["step"] == 5  # 8 utterances, global batch 4: 2 updates an epoch
+    names = [
+        name for name, _ in Jasper.from_config(config.load(REPO / "configs" / "tiny.yaml")).named_parameters()
+    ]
+    before = checkpoint.read(two / "Jasper_epoch1_checkpoint.pt")["state_dict"]
+    for name in names:
+        torch.testing.assert_close(
+            a["state_dict"][name], b["state_dict"][name], atol=2e-5, rtol=1e-4, msg=name
+        )
+        assert not torch.equal(a["state_dict"][name], before[name]), f"{name} was not updated in epoch 2"
