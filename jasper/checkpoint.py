@@ -152,11 +152,15 @@ def epoch_checkpoints(output_dir: str | Path, prefix: str = PREFIX) -> list[tupl
 def prune(
     output_dir: str | Path, keep_last: int = 2, milestones: tuple[int, ...] = (), prefix: str = PREFIX
 ) -> None:
-    """Delete epoch checkpoints except the newest `keep_last` and those at milestone epochs."""
+    """Delete epoch checkpoints except the newest `keep_last` and those at milestone epochs, and the
+    temp files of saves that a SIGKILL or power cut interrupted (call it after a save completes)."""
     found = epoch_checkpoints(output_dir, prefix)
     for epoch, path in found[:-keep_last] if keep_last else found:
         if epoch not in milestones:
             path.unlink(missing_ok=True)
+    for tmp in Path(output_dir).glob(f".{prefix}_*.tmp"):
+        log.warning("removing %s, left by an interrupted save", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def latest_loadable(output_dir: str | Path, prefix: str = PREFIX) -> tuple[Path, dict[str, Any]] | None:

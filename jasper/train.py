@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from jasper import checkpoint, config, distributed
 from jasper.data import (
@@ -254,6 +255,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print a decoded/reference pair of the current batch every N updates",
     )
     g.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="a progress bar per epoch on stderr with loss, LR and utterances/s (auto: when stderr is "
+        "a terminal; the DLL lines and the JSON log are written either way)",
+    )
+    g.add_argument(
         "--benchmark_epochs_num",
         type=int,
         default=1,
@@ -405,10 +413,19 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
         args.optimizer, raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay
     )
     amp_dtype = _amp_dtype(args, device)
+    show_progress = ctx.is_main and (
+        args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if args.pre_allocate_range:
         _pre_allocate(
-            raw_model, train_features, args.pre_allocate_range, micro_batch, tokenizer.blank, amp_dtype
+            raw_model,
+            train_features,
+            args.pre_allocate_range,
+            micro_batch,
+            tokenizer.blank,
+            amp_dtype,
+            show_progress,
         )
 
     # ------------------------------------------------------------------ resume, or start (fine-tuning)
@@ -555,6 +572,14 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
         train_set.set_epoch(epoch)
         batches = iter(train_loader)
         epoch_totals, log_totals = Totals(), Totals()
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=progress.steps_done,
+            desc=f"epoch {epoch}",
+            unit="step",
+            disable=not show_progress,
+            dynamic_ncols=True,
+        )
         while progress.steps_done < steps_per_epoch and not stop_reason:
             lr = scheduled_lr(elapsed)
             set_lr(optimizer, lr)  # before the update: the first update already uses the warmup LR
@@ -606,6 +631,10 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
             step_loss = sum(losses) / len(losses) if step_ok else math.nan
             for totals in (epoch_totals, log_totals):
                 totals.add(step_ok, step_loss, utts, audio_seconds, took, wait, bad_files)
+            bar.set_postfix(
+                loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", utt_s=f"{utts * world / took:.1f}", refresh=False
+            )
+            bar.update()
 
             # One small all-reduce a step: every rank stops at the same step, by the same clock.
             signum, elapsed = _max_over_ranks(
@@ -639,14 +668,16 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
                 log_totals = Totals()
             if progress.updates % args.prediction_frequency == 0 and step_ok and ctx.is_main:
                 hyp = greedy_decode(log_probs[:1].detach().float(), out_lens[:1], tokenizer)[0]
-                print(
+                tqdm.write(
                     f"  Decoded:   {hyp[:90]}\n  Reference: {_references(batch, tokenizer)[0][:90]}",
-                    flush=True,
+                    file=sys.stdout,
                 )
+                sys.stdout.flush()
             if progress.updates % args.eval_frequency == 0 and not stop_signal:
                 evaluate_and_log((epoch, progress.steps_done, steps_per_epoch), epoch)
                 last_eval = progress.updates
 
+        bar.close()
         # ---------------------------------------------------------------- end of the epoch (or of the job)
         rates = epoch_totals.global_rates(device)
         progress.skipped_files += int(rates["files"])
@@ -807,14 +838,17 @@ def _pre_allocate(
     batch: int,
     blank: int,
     amp_dtype: torch.dtype | None,
+    show_progress: bool = False,
 ) -> None:
     """Forward+backward at every padded length in `frame_range` (allocator and cuDNN warm-up), then
-    put the weights, BatchNorm statistics and RNG states back: training is the same with or without it."""
+    put the weights, BatchNorm statistics and RNG states back: training is the same with or without it.
+    With cuDNN autotuning each length costs seconds on a GPU, hence the progress bar."""
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     device = next(model.parameters()).device
     lo, hi = frame_range
+    lengths = range(lo, hi + features.pad_align, features.pad_align)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for frames in range(lo, hi + features.pad_align, features.pad_align):
+        for frames in tqdm(lengths, desc="pre-allocating", unit="length", disable=not show_progress):
             feats = torch.randn(batch, features.n_filt, frames, device=device)
             lens = torch.full((batch,), frames, dtype=torch.int32, device=device)
             target_len = max(1, min(100, frames // 4))
@@ -1076,7 +1110,8 @@ class MetricLogger:
             if subset in self.writers and math.isfinite(value):
                 self.writers[subset].add_scalar(key[len(subset) + 1 :], value, global_step)
         stamp = datetime.datetime.now().isoformat(sep=" ", timespec="microseconds")
-        print(f"DLL {stamp} - {where} | " + " | ".join(fields), flush=True)
+        tqdm.write(f"DLL {stamp} - {where} | " + " | ".join(fields), file=sys.stdout)  # above a live bar
+        sys.stdout.flush()
 
     def close(self) -> None:
         if self.enabled:

@@ -101,6 +101,7 @@ def test_weights_only_refuses_pickled_code(tmp_path: Path) -> None:
 def test_atomic_save_retention_and_latest(tmp_path: Path) -> None:
     for epoch in (1, 2, 3, 4, 100):
         checkpoint.atomic_save({"state_dict": {}, "epoch": epoch}, checkpoint.epoch_path(tmp_path, epoch))
+    (tmp_path / ".Jasper_epoch5_checkpoint.pt.x1y2.tmp").write_bytes(b"half a save, then SIGKILL")
     checkpoint.prune(tmp_path, keep_last=2, milestones=(2,))
     assert [e for e, _ in checkpoint.epoch_checkpoints(tmp_path)] == [2, 4, 100]
     assert not list(tmp_path.glob(".*.tmp"))
