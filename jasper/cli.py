@@ -22,6 +22,7 @@ COMMANDS: dict[str, Entry | dict[str, Entry]] = {
     "lm": ("jasper.lm", "build an n-gram word LM with KenLM, tune beam-search LM weights"),
     "train": ("jasper.train", "train a model (one process, or torchrun for several GPUs/CPU processes)"),
     "train-benchmark": ("jasper.train_benchmark", "synthetic benchmark data; training throughput table"),
+    "train-stability": ("jasper.stability", "train with several seeds, evaluate each: WER mean/std table"),
     "infer": ("jasper.inference", "evaluate on manifests (WER, predictions, logits), or transcribe files"),
     "transcribe": ("jasper.transcribe", "transcribe audio files or folders (text, or JSON with word times)"),
     "infer-benchmark": ("jasper.benchmark", "inference latency by batch size and duration: table, JSON, PNG"),

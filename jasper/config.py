@@ -175,8 +175,9 @@ def apply_override(cfg: dict[str, Any], item: str, source: str = "<override>") -
     """Set `a.b.c=VALUE` in place, as the reference's `--override_config` does.
 
     VALUE is parsed as a Python literal when it is one (else kept as a string). Intermediate keys
-    must exist; an existing key keeps its type (numbers are interchangeable). Unlike the
-    reference, a value may itself contain '='.
+    must exist; an existing key keeps its type (numbers are interchangeable). `None` removes the
+    key, which turns an optional section off (`...speed_perturbation=None`); validation then says
+    whether the key was required. Unlike the reference, a value may itself contain '='.
     """
     if "=" not in item:
         raise ConfigError(f"{source}: override {item!r} must look like key.path=value")
@@ -193,6 +194,9 @@ def apply_override(cfg: dict[str, Any], item: str, source: str = "<override>") -
         node = node[key]
     if not isinstance(node, dict):
         raise ConfigError(f"{source}: override {item!r}: {'.'.join(parents)} is not a mapping")
+    if value is None:
+        node.pop(last, None)
+        return
     if last in node and node[last] is not None:
         old = node[last]
         both_numbers = _is_number(old) and _is_number(value)

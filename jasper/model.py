@@ -185,14 +185,16 @@ class JasperEncoder(nn.Module):
 
 
 class JasperDecoderForCTC(nn.Module):
-    """1x1 convolution to `n_classes` (labels + blank), then log-softmax over classes."""
+    """1x1 convolution to `n_classes` (labels + blank), then log-softmax over classes in float32:
+    bf16 log-probs do not sum to one closely enough, and the CTC loss of a well-trained model then
+    goes negative."""
 
     def __init__(self, in_feats: int, n_classes: int, init: str = "xavier_uniform") -> None:
         super().__init__()
         self.layers = nn.Sequential(nn.Conv1d(in_feats, n_classes, kernel_size=1, bias=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x).transpose(1, 2).log_softmax(dim=2)
+        return self.layers(x).transpose(1, 2).float().log_softmax(dim=2)
 
 
 def init_weights(module: nn.Module, mode: str = "xavier_uniform") -> None:

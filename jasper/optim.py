@@ -122,14 +122,15 @@ class Novograd(torch.optim.Optimizer):
             torch._foreach_copy_(max_sqs, v.unbind(0))
         denom = v.sqrt() + group["eps"]
 
-        # A fresh list of tensors: the caller's gradients stay as they were.
-        updates = torch._foreach_div(grads, denom.unbind(0))
-        if group["weight_decay"] != 0:
-            torch._foreach_add_(updates, params, alpha=group["weight_decay"])
-        if group["grad_averaging"]:
-            torch._foreach_mul_(updates, 1.0 - beta1)
+        # exp_avg = beta1 * exp_avg + c * grad / denom (+ wd * p), updated in place: a temporary
+        # copy of every gradient would be a model-sized allocation each step, and on a CPU its page
+        # faults cost as much as the arithmetic. One host sync reads the per-tensor step sizes.
+        c = 1.0 - beta1 if group["grad_averaging"] else 1.0
         torch._foreach_mul_(exp_avgs, beta1)
-        torch._foreach_add_(exp_avgs, updates)
+        for exp_avg, grad, step_size in zip(exp_avgs, grads, (c / denom).tolist(), strict=True):
+            exp_avg.add_(grad, alpha=step_size)
+        if group["weight_decay"] != 0:
+            torch._foreach_add_(exp_avgs, params, alpha=c * group["weight_decay"])
         torch._foreach_add_(params, exp_avgs, alpha=-group["lr"])
 
 

@@ -185,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
                 *map(str, manifests),
                 "--pad_leading",
                 "0",
+                "--workers",
+                str(min(2, args.threads)),
                 "--batch_size",
                 "16",
                 "--save_predictions",

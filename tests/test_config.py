@@ -168,6 +168,20 @@ def test_overrides() -> None:
     assert cfg["name"] == "a=b"
 
 
+def test_override_none_removes_an_optional_key() -> None:
+    cfg = config.load(
+        CANONICAL,
+        [
+            "input_train.audio_dataset.speed_perturbation=None",
+            "input_train.filterbank_features.spec_augment=None",
+        ],
+    )
+    assert "speed_perturbation" not in cfg["input_train"]["audio_dataset"]
+    assert "spec_augment" not in cfg["input_train"]["filterbank_features"]
+    with pytest.raises(ConfigError, match="labels"):
+        config.load(CANONICAL, ["labels=None"])
+
+
 def test_override_errors() -> None:
     with pytest.raises(ConfigError, match="no key input_val.nothing"):
         config.load(CANONICAL, ["input_val.nothing.x=1"])

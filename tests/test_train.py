@@ -147,16 +147,21 @@ def test_progress_bar_shows_loss_lr_and_throughput(
     assert "epoch 1:" not in capsys.readouterr().err
 
 
-def test_loss_falls_when_overfitting_four_utterances(corpus: SimpleNamespace, tmp_path: Path) -> None:
+def test_small_model_memorises_ten_utterances_to_wer_zero(corpus: SimpleNamespace, tmp_path: Path) -> None:
+    """The 2.5 M-parameter CPU Jasper, no augmentation, one batch of the ten shortest real clips
+    (36 s, 98 words): 60 updates reach WER 0 on them (40 did here), and the loss falls to near 0."""
     out = tmp_path / "overfit"
-    args = train_args(
-        corpus, out, corpus.train4, "--batch_size", "4", "--epochs", "30", "--optimizer", "adamw"
-    )
-    args += ["--lr", "1e-2", "--weight_decay", "0", "--save_frequency", "1000"]
+    ten = write_manifest(tmp_path / "ten.json", corpus.rows[:10])
+    args = train_args(corpus, out, ten, "--batch_size", "10", "--epochs", "60", "--optimizer", "adamw")
+    args += ["--model_config", str(REPO / "configs" / "jasper5x3_cpu.yaml"), "--val_manifests", ten]
+    args += ["--override_config", "input_train.audio_dataset.speed_perturbation=None"]
+    args += ["--lr", "3e-3", "--warmup_epochs", "10", "--weight_decay", "0", "--ema", "0"]
+    args += ["--save_frequency", "1000", "--threads", "2"]
     assert main(args) == 0
     losses = logged(out / "nvlog.json", "train_loss")
-    assert len(losses) == 30
-    assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3, losses
+    assert len(losses) == 60 and losses[-1] < 1.0 < losses[0], losses
+    assert logged(out / "nvlog.json", "dev_wer") == [0.0]
+    assert logged(out / "nvlog.json", "dev_cer") == [0.0]
 
 
 def test_resume_mid_epoch_equals_uninterrupted_run(
