@@ -631,10 +631,11 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
             step_loss = sum(losses) / len(losses) if step_ok else math.nan
             for totals in (epoch_totals, log_totals):
                 totals.add(step_ok, step_loss, utts, audio_seconds, took, wait, bad_files)
-            bar.set_postfix(
-                loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", utt_s=f"{utts * world / took:.1f}", refresh=False
-            )
-            bar.update()
+            if show_progress:
+                bar.set_postfix(
+                    loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", utt_s=f"{utts * world / took:.1f}", refresh=False
+                )
+                bar.update()
 
             # One small all-reduce a step: every rank stops at the same step, by the same clock.
             signum, elapsed = _max_over_ranks(

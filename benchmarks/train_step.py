@@ -1,0 +1,68 @@
+"""One training step of a model, timed in parts: forward + backward, and the optimizer step.
+
+Random features and targets of a fixed shape (no data loading, no features), so the figure is the
+model and optimizer alone; `docs/benchmarks.md` quotes it for jasper10x5dr's Novograd step on CPU.
+
+    python benchmarks/train_step.py [--model_config CFG] [--batch 2] [--seconds 2] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from jasper import config
+from jasper.evaluation import ctc_loss
+from jasper.model import Jasper
+from jasper.optim import OPTIMIZERS, build_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "jasper10x5dr_speedp-online_speca.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model_config", default=str(CONFIG))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=2.0, help="utterance length (100 frames a second)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps, after one untimed")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="novograd")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = config.load(args.model_config)
+    model = Jasper.from_config(cfg).train()
+    optimizer = build_optimizer(args.optimizer, model.parameters(), lr=1e-3, weight_decay=1e-3)
+    frames, blank = int(args.seconds * 100), len(cfg["labels"])
+    x = torch.randn(args.batch, 64, frames)
+    x_lens = torch.full((args.batch,), frames)
+    targets = torch.randint(0, blank, (args.batch, max(1, frames // 10)))
+    target_lens = torch.full((args.batch,), targets.shape[1])
+    totals, steps = [], []
+    for i in range(args.steps + 1):
+        start = time.perf_counter()
+        log_probs, out_lens = model(x, x_lens)
+        ctc_loss(log_probs, out_lens, targets, target_lens, blank).mean().backward()
+        before_step = time.perf_counter()
+        optimizer.step()
+        end = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        if i:
+            totals.append(end - start)
+            steps.append(end - before_step)
+    print(
+        f"{Path(args.model_config).name}, batch {args.batch} x {args.seconds:g} s, {args.optimizer}, "
+        f"{args.threads} threads: step {statistics.median(totals):.2f} s (median of {args.steps}), "
+        f"of which optimizer.step() {statistics.median(steps):.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
