@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,8 +24,6 @@ def require_shared(*parts: str) -> Path:
 def mini_manifest(root: Path, out: Path | None = None, limit: int | None = None) -> list[dict]:
     """NeMo JSON-lines entries for the real mini LibriSpeech set, in LibriSpeech order; written to
     `out` when given. `jasper.data.load_utterances` reads this format."""
-    import json
-
     import soundfile as sf
 
     entries = []
@@ -41,5 +40,29 @@ def mini_manifest(root: Path, out: Path | None = None, limit: int | None = None)
             )
     entries = entries[:limit]
     if out is not None:
-        out.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        write_manifest(out, entries)
     return entries
+
+
+def shortest_mini_rows() -> tuple[Path, list[dict]]:
+    """The real mini LibriSpeech directory and its manifest entries, shortest clip first: training
+    tests take the first few so that a CPU gets through them in seconds. Skips without ../shared."""
+    root = require_shared("data", "librispeech-real-mini")
+    return root, sorted(mini_manifest(root), key=lambda r: r["duration"])
+
+
+def write_manifest(path: Path, rows: list[dict]) -> str:
+    """Write NeMo JSON-lines `rows` to `path`; return the path as a string for command lines."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def impossible_clip(root: Path, rows: list[dict], tmp: Path) -> dict:
+    """A 0.3 s cut of the shortest clip with a transcript far too long for its CTC frames: its loss is
+    infinite, and training must skip it rather than crash or learn NaNs."""
+    import soundfile as sf
+
+    audio, rate = sf.read(str(root / rows[0]["audio_filepath"]))
+    clip = tmp / "clip.flac"
+    sf.write(str(clip), audio[int(0.8 * rate) : int(1.1 * rate)], rate)
+    return {"audio_filepath": str(clip), "duration": 0.3, "text": "far too many letters " * 10}

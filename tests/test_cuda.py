@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, mini_manifest, require_shared
+from conftest import REPO, require_shared, shortest_mini_rows, write_manifest
 
 from jasper import checkpoint, config
 from jasper.cli import main
@@ -63,12 +63,10 @@ def test_reference_log_probs_on_cuda_fp32_and_fp16() -> None:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = require_shared("data", "librispeech-real-mini")
+    root, rows = shortest_mini_rows()  # all under max_duration
     tmp = tmp_path_factory.mktemp("cuda")
-    rows = sorted(mini_manifest(root), key=lambda r: r["duration"])  # all under max_duration
-    (tmp / "train.json").write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
-    (tmp / "val.json").write_text("".join(json.dumps(r) + "\n" for r in rows[8:12]))
-    return {"root": str(root), "train": str(tmp / "train.json"), "val": str(tmp / "val.json")}
+    train, val = write_manifest(tmp / "train.json", rows[:8]), write_manifest(tmp / "val.json", rows[8:12])
+    return {"root": str(root), "train": train, "val": val}
 
 
 def train_args(corpus: dict, out: Path, *extra: str) -> list[str]:

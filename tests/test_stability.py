@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, mini_manifest, require_shared
+from conftest import REPO, shortest_mini_rows, write_manifest
 
 from jasper import checkpoint
 from jasper.stability import markdown, table
@@ -28,10 +28,9 @@ def test_table_mean_and_sample_std() -> None:
 
 @pytest.mark.slow
 def test_two_seeds_train_evaluate_and_tabulate(tmp_path: Path) -> None:
-    data = require_shared("data", "librispeech-real-mini")
-    rows = sorted(mini_manifest(data), key=lambda r: r["duration"])
+    data, rows = shortest_mini_rows()
     for name, part in (("train", rows[:4]), ("a", rows[4:6]), ("b", rows[6:9])):
-        (tmp_path / f"{name}.json").write_text("".join(json.dumps(r) + "\n" for r in part))
+        write_manifest(tmp_path / f"{name}.json", part)
     out = tmp_path / "stability"
     env = os.environ | {
         "NUM_SEEDS": "2",

@@ -14,9 +14,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import soundfile as sf
 import torch
-from conftest import REPO, require_shared
+from conftest import REPO, impossible_clip, shortest_mini_rows, write_manifest
 
 from jasper import checkpoint
 from jasper.cli import main
@@ -25,30 +24,12 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 REFERENCE_KEYS = {"epoch", "step", "best_wer", "state_dict", "ema_state_dict", "optimizer", "scaler"}
 
 
-def write_manifest(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """NeMo manifests over the shortest real clips, plus a 0.3 s clip whose transcript cannot fit."""
-    data = require_shared("data", "librispeech-real-mini")
-    rows = []
-    for trans in sorted(data.rglob("*.trans.txt")):
-        for line in trans.read_text().splitlines():
-            uid, text = line.split(" ", 1)
-            flac = trans.parent / f"{uid}.flac"
-            rel = str(flac.relative_to(data))
-            rows.append(
-                {"audio_filepath": rel, "duration": sf.info(str(flac)).duration, "text": text.lower()}
-            )
-    rows.sort(key=lambda r: r["duration"])
+    data, rows = shortest_mini_rows()
     tmp = tmp_path_factory.mktemp("manifests")
-    audio, rate = sf.read(str(data / rows[0]["audio_filepath"]))
-    clip = tmp / "clip.flac"
-    sf.write(str(clip), audio[int(0.8 * rate) : int(1.1 * rate)], rate)
-    impossible = {"audio_filepath": str(clip), "duration": 0.3, "text": "far too many letters " * 10}
+    impossible = impossible_clip(data, rows, tmp)
     return SimpleNamespace(
         data=str(data),
         rows=rows,

@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 import torch
-from conftest import REPO, mini_manifest, require_shared
+from conftest import REPO, impossible_clip, shortest_mini_rows, write_manifest
 
 from jasper import checkpoint, config
 from jasper.data import AudioDataset, ShardedEvalSampler, build_loader, load_utterances
@@ -22,20 +21,10 @@ from jasper.model import Jasper
 from jasper.text import Tokenizer
 
 
-def _rows(data: Path) -> list[dict]:
-    return sorted(mini_manifest(data), key=lambda r: r["duration"])
-
-
-def _manifests(data: Path, tmp: Path) -> tuple[str, str]:
-    rows = _rows(data)
-    audio, rate = sf.read(str(data / rows[0]["audio_filepath"]))
-    clip = tmp / "clip.flac"
-    sf.write(str(clip), audio[int(0.8 * rate) : int(1.1 * rate)], rate)
-    impossible = {"audio_filepath": str(clip), "duration": 0.3, "text": "far too many letters " * 10}
-    train, val = tmp / "train.json", tmp / "val.json"
-    train.write_text("".join(json.dumps(r) + "\n" for r in [*rows[:7], impossible]))
-    val.write_text("".join(json.dumps(r) + "\n" for r in rows[8:13]))
-    return str(train), str(val)
+def _manifests(tmp: Path) -> tuple[Path, str, str]:
+    data, rows = shortest_mini_rows()
+    train = write_manifest(tmp / "train.json", [*rows[:7], impossible_clip(data, rows, tmp)])
+    return data, train, write_manifest(tmp / "val.json", rows[8:13])
 
 
 def _train_sh(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -52,8 +41,7 @@ def _train_sh(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_two_gloo_processes_train_and_evaluate_exactly(tmp_path: Path) -> None:
-    data = require_shared("data", "librispeech-real-mini")
-    train, val = _manifests(data, tmp_path)
+    data, train, val = _manifests(tmp_path)
     out = tmp_path / "out"
     env = {
         "NUM_GPUS": "2",
@@ -101,11 +89,9 @@ def test_two_processes_of_batch_b_equal_one_process_of_batch_2b(tmp_path: Path) 
     global batch). Micro-batches of b, not one forward over 2b: BatchNorm normalises each forward
     with its own batch statistics, and a rank's forward sees b utterances (SyncBatchNorm, which
     would pool them, runs on GPUs only). Dropout is off in the tiny config; dither is turned off."""
-    data = require_shared("data", "librispeech-real-mini")
-    train, val = tmp_path / "train.json", tmp_path / "val.json"
-    rows = _rows(data)
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
-    val.write_text("".join(json.dumps(r) + "\n" for r in rows[8:10]))
+    data, rows = shortest_mini_rows()
+    train = write_manifest(tmp_path / "train.json", rows[:8])
+    val = write_manifest(tmp_path / "val.json", rows[8:10])
     common = {
         "DATA_DIR": str(data),
         "MODEL_CONFIG": "configs/tiny.yaml",
