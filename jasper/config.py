@@ -69,6 +69,10 @@ CUTOUT_AUGMENT = {
     "min_time": (int, 5),
     "max_time": (int, 5),
 }
+VTLP = {
+    "min_warp": (Number, 0.9),
+    "max_warp": (Number, 1.1),
+}
 FILTERBANK_FEATURES = {
     "sample_rate": (int, 8000),
     "window_size": (Number, 0.02),
@@ -88,6 +92,7 @@ FILTERBANK_FEATURES = {
     "frame_splicing": (int, 1),
     "spec_augment": ((dict, _NONE), None, SPEC_AUGMENT),
     "cutout_augment": ((dict, _NONE), None, CUTOUT_AUGMENT),
+    "vtlp": ((dict, _NONE), None, VTLP),  # ours: vocal tract length perturbation (features.py)
 }
 BLOCK = {
     "filters": (int, None),
@@ -325,6 +330,11 @@ def _check_ranges(cfg: dict[str, Any], split: str, source: str) -> None:
                 raise ConfigError(
                     f"{source}: {split}.filterbank_features.spec_augment: need 0 <= {lo} <= {hi}"
                 )
+    vtlp = fb.get("vtlp")
+    if vtlp:
+        v = fill(vtlp, VTLP)
+        if not 0 < v["min_warp"] <= v["max_warp"]:
+            raise ConfigError(f"{source}: {split}.filterbank_features.vtlp: need 0 < min_warp <= max_warp")
     if fb.get("frame_splicing", 1) != 1:
         raise ConfigError(f"{source}: {split}.filterbank_features.frame_splicing: only 1 is supported")
 

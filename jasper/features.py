@@ -6,6 +6,9 @@ unbiased std, masking, padding to a multiple of `pad_align`), so that published 
 the features they were trained on. What differs is how it runs: the whole batch at once with no
 Python loop over utterances, the caller's audio is never modified, dither is off in eval mode
 (so evaluation is deterministic), and audio shorter than the STFT window no longer crashes.
+
+One training augmentation is ours, not the reference's: vocal tract length perturbation (`vtlp`),
+which no reference config sets and which is off unless a config asks for it.
 """
 
 from __future__ import annotations
@@ -68,6 +71,29 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
     weights = np.maximum(0, np.minimum(lower, upper)).astype(np.float32)
     enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])
     return (weights * enorm[:, None]).astype(np.float32)
+
+
+VTLP_STEPS = 21  # warp factors drawn from, evenly spaced over [min_warp, max_warp]
+VTLP_BOUNDARY = 0.8  # share of the Nyquist frequency below which the warp is a plain scaling
+
+
+def warped_filterbanks(fb: np.ndarray, sample_rate: int, warps: np.ndarray) -> np.ndarray:
+    """`fb` read at vocal-tract-warped frequencies: one bank per warp factor, `[K, n_mels, n_bins]`.
+
+    VTLP (Jaitly & Hinton, 2013): a speaker whose vocal tract is shorter by a factor `a` has formants
+    higher by about `a`. Warped filter m responds at frequency f as filter m of `fb` does at w(f) =
+    a*f; above a boundary w bends linearly to map the Nyquist frequency onto itself, so no band is
+    lost or invented. A warp of 1 returns `fb` exactly.
+    """
+    nyquist = sample_rate / 2
+    freqs = np.linspace(0, nyquist, fb.shape[1])
+    banks = []
+    for a in np.asarray(warps, dtype=np.float64):
+        cut = VTLP_BOUNDARY * nyquist * min(a, 1.0) / a
+        slope = (nyquist - a * cut) / (nyquist - cut)
+        w = np.where(freqs <= cut, a * freqs, nyquist - slope * (nyquist - freqs))
+        banks.append(np.stack([np.interp(w, freqs, row) for row in fb]))
+    return np.stack(banks).astype(np.float32)
 
 
 def feature_lengths(audio_lens: torch.Tensor, hop_length: int) -> torch.Tensor:
@@ -199,7 +225,9 @@ class FilterbankFeatures(nn.Module):
 
     Built from the keywords of a config's `filterbank_features` section. Augmentation runs only in
     training mode; dither too, unless `dither_in_eval=True` reproduces the reference's eval-time
-    dither.
+    dither. `vtlp={"min_warp": a, "max_warp": b}` gives each training utterance a mel filterbank
+    warped by a factor drawn from [a, b] (`warped_filterbanks`): a new speaker for the price of a
+    batched matrix product.
     """
 
     def __init__(
@@ -222,6 +250,7 @@ class FilterbankFeatures(nn.Module):
         frame_splicing: int = 1,
         spec_augment: dict | None = None,
         cutout_augment: dict | None = None,
+        vtlp: dict | None = None,
         dither_in_eval: bool = False,
     ) -> None:
         super().__init__()
@@ -246,6 +275,13 @@ class FilterbankFeatures(nn.Module):
         self.register_buffer("window", win, persistent=False)
         fb = mel_filterbank(sample_rate, self.n_fft, n_filt, lowfreq, highfreq or sample_rate / 2)
         self.register_buffer("fb", torch.from_numpy(fb), persistent=False)
+        banks = None
+        if vtlp:
+            low, high = vtlp.get("min_warp", 0.9), vtlp.get("max_warp", 1.1)
+            if not 0 < low <= high:
+                raise ValueError(f"vtlp needs 0 < min_warp <= max_warp, got {low}, {high}")
+            banks = torch.from_numpy(warped_filterbanks(fb, sample_rate, np.linspace(low, high, VTLP_STEPS)))
+        self.register_buffer("warped_fb", banks, persistent=False)
         self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
         self.cutout_augment = CutoutAugment(**cutout_augment) if cutout_augment else None
 
@@ -297,7 +333,11 @@ class FilterbankFeatures(nn.Module):
                 return_complex=True,
             )[..., :num_frames]
             power = torch.view_as_real(spec).pow(2).sum(-1)
-            x = torch.matmul(self.fb, power)
+            if self.training and self.warped_fb is not None:
+                pick = torch.randint(len(self.warped_fb), (power.shape[0],), device=power.device)
+                x = torch.bmm(self.warped_fb[pick], power)
+            else:
+                x = torch.matmul(self.fb, power)
             if self.log:
                 x = torch.log(x + LOG_GUARD)
             x = normalize_batch(x, lengths, self.normalize)

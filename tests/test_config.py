@@ -205,3 +205,13 @@ def test_schema_defaults_match_constructors() -> None:
         params = inspect.signature(cls.__init__).parameters
         for key, (_types, default, *_nested) in schema.items():
             assert params[key].default == default, f"{cls.__name__}.{key}"
+
+
+def test_vtlp_range_is_checked(tmp_path: Path) -> None:
+    text = CANONICAL.read_text().replace(
+        "    spec_augment:\n", "    vtlp: {min_warp: 1.2, max_warp: 0.9}\n    spec_augment:\n", 1
+    )
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"input_train\.filterbank_features\.vtlp: need 0 < min_warp"):
+        config.load(path)

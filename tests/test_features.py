@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from conftest import require_shared
 
-from jasper.features import CutoutAugment, FilterbankFeatures, SpecAugment, mel_filterbank, padded_frames
+from jasper.features import (
+    CutoutAugment,
+    FilterbankFeatures,
+    SpecAugment,
+    mel_filterbank,
+    padded_frames,
+    warped_filterbanks,
+)
 
 CANONICAL = dict(
     sample_rate=16000,
@@ -126,3 +135,43 @@ def test_cutout_rectangles() -> None:
     x = torch.ones(8, 64, 100)
     out = CutoutAugment(masks=1, min_freq=10, max_freq=10, min_time=5, max_time=5)(x)
     assert ((out == 0).sum(dim=(1, 2)) == 50).all()
+
+
+def test_vtlp_warp_one_is_the_plain_filterbank() -> None:
+    fb = mel_filterbank(16000, 512, 64, 0, 8000)
+    assert np.array_equal(warped_filterbanks(fb, 16000, np.array([1.0]))[0], fb)
+
+
+def test_vtlp_moves_filters_by_the_warp_below_the_boundary() -> None:
+    fb = mel_filterbank(16000, 512, 64, 0, 8000)
+    bins = np.arange(fb.shape[1])
+    for warp in (0.9, 1.1):
+        warped = warped_filterbanks(fb, 16000, np.array([warp]))[0]
+        for m in (10, 25, 40):  # centres well under the 6.4 kHz boundary
+            centre = (fb[m] * bins).sum() / fb[m].sum()
+            moved = (warped[m] * bins).sum() / warped[m].sum()
+            assert abs(moved - centre / warp) < 0.5, (warp, m, centre, moved)
+        assert warped[:, -1].sum() >= 0 and np.isfinite(warped).all()
+
+
+def test_vtlp_only_in_training_and_per_utterance() -> None:
+    torch.manual_seed(0)
+    audio = torch.randn(8, 16000)
+    lens = torch.full((8,), 16000)
+    settings = {**CANONICAL, "dither": 0.0}
+    plain = FilterbankFeatures(**settings).train()
+    identity = FilterbankFeatures(**settings, vtlp={"min_warp": 1, "max_warp": 1}).train()
+    warped = FilterbankFeatures(**settings, vtlp={"min_warp": 0.8, "max_warp": 1.2})
+    reference = plain(audio, lens)[0]
+    assert torch.allclose(identity(audio, lens)[0], reference, atol=1e-5)
+    assert torch.equal(warped.eval()(audio, lens)[0], plain.eval()(audio, lens)[0])
+    same = torch.stack([audio[0]] * 8)
+    out = warped.train()(same, lens)[0]
+    assert out.shape == reference.shape
+    differs = [not torch.allclose(out[0], out[i], atol=1e-4) for i in range(1, 8)]
+    assert any(differs), "every utterance drew the same warp"
+
+
+def test_vtlp_rejects_an_empty_range() -> None:
+    with pytest.raises(ValueError, match="min_warp <= max_warp"):
+        FilterbankFeatures(**CANONICAL, vtlp={"min_warp": 1.1, "max_warp": 0.9})
