@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -38,6 +39,12 @@ SENTENCES = [
     SHARED / "data" / "text" / "sentences-extra.txt",
 ]
 STAGES = 6
+# The LR schedule runs on the time budget "as if EPOCHS epochs fit in it" (warmup: 3% of the budget);
+# EPOCHS also caps training, so it is far above what any budget reaches on a CPU.
+EPOCHS = 1000
+# Every SAVE_EVERY-th epoch's checkpoint is kept: the report's error-rate-vs-minutes curve on the
+# unseen voices evaluates each of them.
+SAVE_EVERY = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -134,11 +141,11 @@ def run(args: argparse.Namespace) -> int:
         "LEARNING_RATE": str(args.lr),
         "MIN_LEARNING_RATE": "1e-5",
         "LR_POLICY": "legacy",
-        "EPOCHS": "100",
-        "WARMUP_EPOCHS": "3",
+        "EPOCHS": str(EPOCHS),
+        "WARMUP_EPOCHS": str(EPOCHS * 3 // 100),
         "HOLD_EPOCHS": "0",
         "SEED": str(args.seed),
-        "SAVE_FREQUENCY": "10",
+        "SAVE_FREQUENCY": str(SAVE_EVERY),
         "EVAL_FREQUENCY": "150",
         "PREDICTION_FREQUENCY": "150",
         "RESUME": "true",
@@ -147,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         "EXTRA_ARGS": (
             f"--optimizer adamw --weight_decay 1e-3 --time_limit_minutes {args.minutes} "
             f"--lr_schedule_by time --threads {args.threads} --num_workers 1 --save_best_from 0 "
-            "--log_frequency 25"
+            "--log_frequency 25 --keep_milestones "
+            + " ".join(str(e) for e in range(SAVE_EVERY, EPOCHS + 1, SAVE_EVERY))
         ),
     }
     rc = log.run(["bash", str(REPO / "scripts" / "train.sh")], env=train_env, check=False)
@@ -171,33 +179,8 @@ def run(args: argparse.Namespace) -> int:
     for name, (data_dir, manifests) in splits.items():
         pred, logits = out / f"{name}.predictions", out / f"{name}.logits.npz"
         log.run(
-            [
-                jasper(),
-                "infer",
-                "--model_config",
-                str(args.model_config),
-                "--ckpt",
-                str(ckpt),
-                "--cpu",
-                "--dataset_dir",
-                str(data_dir),
-                "--val_manifests",
-                *map(str, manifests),
-                "--pad_leading",
-                "0",
-                "--workers",
-                str(min(2, args.threads)),
-                "--batch_size",
-                "16",
-                "--save_predictions",
-                str(pred),
-                "--save_logits",
-                str(logits),
-                "--output_dir",
-                str(out / "infer"),
-                "--log_file",
-                str(out / "infer" / f"{name}.json"),
-            ]
+            infer_command(args, ckpt, data_dir, manifests, pred, out / "infer" / f"{name}.json")
+            + ["--save_logits", str(logits)]
         )
         results[name] = {
             "manifests": [str(m) for m in manifests],
@@ -205,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             "predictions": str(pred),
             "logits": str(logits),
         }
+    curve = evaluate_checkpoints(args, train_dir, ckpt, synth, out, log)
     if lm_dir is not None:
         tuned = lm_dir / "tuned.json"
         log.run(
@@ -258,9 +242,68 @@ def run(args: argparse.Namespace) -> int:
         train_wall_seconds=train_wall,
         total_seconds=time.time() - started,
         ckpt=ckpt,
+        curve=curve,
     )
     print(f"quickstart: done in {(time.time() - started) / 60:.1f} min; open {out / 'report.md'}")
     return 0
+
+
+def infer_command(
+    args: argparse.Namespace,
+    ckpt: Path,
+    data_dir: Path,
+    manifests: list[Path],
+    predictions: Path,
+    log_file: Path,
+) -> list[str]:
+    """`jasper infer` with greedy decoding of `manifests` by `ckpt`, predictions saved."""
+    return [
+        jasper(),
+        "infer",
+        "--model_config",
+        str(args.model_config),
+        "--ckpt",
+        str(ckpt),
+        "--cpu",
+        "--dataset_dir",
+        str(data_dir),
+        "--val_manifests",
+        *map(str, manifests),
+        "--pad_leading",
+        "0",
+        "--workers",
+        str(min(2, args.threads)),
+        "--batch_size",
+        "16",
+        "--save_predictions",
+        str(predictions),
+        "--output_dir",
+        str(log_file.parent),
+        "--log_file",
+        str(log_file),
+    ]
+
+
+def evaluate_checkpoints(
+    args: argparse.Namespace, train_dir: Path, final: Path, synth: Path, out: Path, log: CommandLog
+) -> list[dict[str, Any]]:
+    """Greedy predictions on the unseen-voice test split by every kept epoch checkpoint but `final`.
+
+    With the final model's evaluation these give the report's error-rate-vs-training-minutes curve.
+    Each point records the checkpoint's training time counted across runs (`train_seconds`).
+    """
+    from jasper.checkpoint import epoch_checkpoints, read
+
+    points = []
+    for epoch, path in epoch_checkpoints(train_dir):
+        if path.resolve() == final.resolve():
+            continue
+        pred = out / "curve" / f"synth-test.epoch{epoch}.predictions"
+        manifest = synth / "synth-test.json"
+        log.run(infer_command(args, path, synth, [manifest], pred, pred.with_suffix(".json")))
+        minutes = read(path).get("train_seconds", math.nan) / 60
+        points.append({"epoch": epoch, "minutes": minutes, "predictions": str(pred)})
+    return points
 
 
 def cpu_has_bf16() -> bool:

@@ -144,8 +144,13 @@ def write_report(
     train_wall_seconds: float,
     total_seconds: float,
     ckpt: Path | None = None,
+    curve: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write report.md, summary.json and the PNGs; return the summary."""
+    """Write report.md, summary.json and the PNGs; return the summary.
+
+    `curve`: earlier checkpoints' greedy predictions on the synthetic test split (`epoch`, `minutes`,
+    `predictions`), scored here with the final model's figures appended as the last point.
+    """
     voices = json.loads((synth_dir / "voices.json").read_text())["voices"]
     summary: dict[str, Any] = {"splits": {}, "machine": f"{platform.machine()}, {platform.processor()}"}
     examples = []
@@ -195,6 +200,16 @@ def write_report(
         s: {"utterances": len(v), "hours": sum(e["original_duration"] for e in v) / 3600}
         for s, v in corpus.items()
     }
+    if "synth-test" in results:
+        test = results["synth-test"]
+        refs = references(test["manifests"], test["data_dir"], args["model_config"])
+        earlier = sorted(curve or [], key=_minutes)
+        points = [{**p, **score(read_predictions(p["predictions"]), refs)} for p in earlier]
+        final = summary["splits"]["synth-test"]["greedy"]
+        minutes = train_summary.get("training_minutes_all_runs", math.nan)
+        points.append({"epoch": "final", "minutes": minutes, **final})
+        summary["curve"] = points
+        plot_curve(points, out / "curve.png")
     plot_curves(losses, dev, out / "training.png")
     plot_splits(summary, out / "wer.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -212,6 +227,30 @@ def plot_curves(losses: list[tuple[float, float]], dev: list[tuple[float, float,
         ax2.plot([t / 60 for t, _, _ in dev], [c for _, _, c in dev], marker="o", label="CER")
         ax2.legend()
     ax2.set(xlabel="minutes", ylabel="%", title="dev split (greedy)", ylim=(0, 105))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _minutes(point: dict[str, Any]) -> float:
+    return point["minutes"]
+
+
+def plot_curve(points: list[dict[str, Any]], path: Path) -> None:
+    """Unseen-voice WER and CER against training minutes, one point per evaluated checkpoint."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    minutes = [p["minutes"] for p in points]
+    ax.plot(minutes, [p["wer"] for p in points], marker="o", label="WER")
+    ax.plot(minutes, [p["cer"] for p in points], marker="o", label="CER")
+    ax.set(
+        xlabel="training minutes",
+        ylabel="%",
+        title="synth-test (unseen voices), greedy",
+        ylim=(0, 105),
+        xlim=(0, None),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -299,10 +338,24 @@ def render(
                 f"| {name} | {engine} | {sc['utterances']} | {_pct(sc['wer'])} | {_pct(sc['cer'])} |"
             )
     held_out = [f"{v['engine']} {v['voice']}" for v in voices.values() if v.get("split") == "test"]
+    lines += ["", f"Voices held out for the test split: {', '.join(held_out) or 'none'}.", ""]
+    if s.get("curve"):
+        lines += [
+            "### Error rates against training time (synth-test, greedy)",
+            "",
+            "Each kept checkpoint of this run, evaluated on the unseen voices. The learning rate decays to",
+            "the end of the budget, so an early point is not what a run with that budget would reach.",
+            "",
+            "![error rates against training minutes](curve.png)",
+            "",
+            "| checkpoint | training minutes | WER | CER |",
+            "|---|---:|---:|---:|",
+        ]
+        for p in s["curve"]:
+            label = "final" if p["epoch"] == "final" else f"epoch {p['epoch']}"
+            lines.append(f"| {label} | {p['minutes']:.1f} | {_pct(p['wer'])} | {_pct(p['cer'])} |")
+        lines.append("")
     lines += [
-        "",
-        f"Voices held out for the test split: {', '.join(held_out) or 'none'}.",
-        "",
         "## Training",
         "",
         "![training curves](training.png)",

@@ -72,6 +72,16 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     print(f"learning test: synth-dev WER {dev['wer']:.1f}%, CER {dev['cer']:.1f}% after 4 minutes")
     assert dev["wer"] < 98 and dev["cer"] < 60, dev
     assert summary["training"]["audio_seconds_per_second"] > 0
+    # the error-rate-vs-minutes curve: kept checkpoints re-scored here, the last point is the final model
+    curve = summary["curve"]
+    assert len(curve) >= 2 and (out / "curve.png").stat().st_size > 1000
+    assert [p["minutes"] for p in curve] == sorted(p["minutes"] for p in curve)
+    assert curve[-1]["epoch"] == "final" and curve[-1]["wer"] == test["greedy"]["wer"]
+    for point in curve[:-1]:
+        hyps = dict(line.split("\t", 1) for line in Path(point["predictions"]).read_text().splitlines())
+        wer = 100 * jiwer.wer([refs[i] for i in ids], [" ".join(hyps[i].split()) for i in ids])
+        assert point["wer"] == pytest.approx(wer, abs=1e-9)
+        assert f"| epoch {point['epoch']} | {point['minutes']:.1f} | {wer:.1f}% |" in report
     # a second run resumes: corpus and LM cached, training budget already spent
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
