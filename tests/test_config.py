@@ -91,36 +91,37 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _edited(tmp_path: Path, old: str, new: str, name: str = "t.yaml") -> Path:
+    """The canonical config with the first `old` replaced by `new`, written to `tmp_path / name`."""
+    text = CANONICAL.read_text()
+    assert old in text, old
+    path = tmp_path / name
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
 def test_unknown_key_names_file_and_path(tmp_path: Path) -> None:
-    text = CANONICAL.read_text().replace(
-        "    trim_silence: true\n", "    trim_silence: true\n    trim_silense: 1\n", 1
+    path = _edited(
+        tmp_path, "    trim_silence: true\n", "    trim_silence: true\n    trim_silense: 1\n", "typo.yaml"
     )
-    path = tmp_path / "typo.yaml"
-    path.write_text(text)
     with pytest.raises(ConfigError, match=r"typo\.yaml: input_val\.audio_dataset\.trim_silense: unknown key"):
         config.load(path)
 
 
 def test_wrong_type_names_key(tmp_path: Path) -> None:
-    text = CANONICAL.read_text().replace("n_fft: 512", "n_fft: '512'")
-    path = tmp_path / "t.yaml"
-    path.write_text(text)
+    path = _edited(tmp_path, "n_fft: 512", "n_fft: '512'")
     with pytest.raises(ConfigError, match=r"input_val\.filterbank_features\.n_fft: expected int/null"):
         config.load(path)
 
 
 def test_bool_is_not_an_int(tmp_path: Path) -> None:
-    text = CANONICAL.read_text().replace("pad_align: 16", "pad_align: true")
-    path = tmp_path / "t.yaml"
-    path.write_text(text)
+    path = _edited(tmp_path, "pad_align: 16", "pad_align: true")
     with pytest.raises(ConfigError, match="pad_align"):
         config.load(path)
 
 
 def test_block_error_names_index(tmp_path: Path) -> None:
-    text = CANONICAL.read_text().replace("kernel_size: [13]", "kernel_size: 13", 1)
-    path = tmp_path / "t.yaml"
-    path.write_text(text)
+    path = _edited(tmp_path, "kernel_size: [13]", "kernel_size: 13")
     with pytest.raises(ConfigError, match=r"jasper\.encoder\.blocks\[3\]\.kernel_size"):
         config.load(path)
 
@@ -128,17 +129,13 @@ def test_block_error_names_index(tmp_path: Path) -> None:
 def test_unknown_top_level_and_split_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key 'extra'"):
         config.load(_write(tmp_path, "extra: 1\n"))
-    text = CANONICAL.read_text().replace("input_val:\n", "input_val:\n  foo: {}\n")
-    path = tmp_path / "t.yaml"
-    path.write_text(text)
+    path = _edited(tmp_path, "input_val:\n", "input_val:\n  foo: {}\n")
     with pytest.raises(ConfigError, match=r"input_val\.foo: unknown key"):
         config.load(path)
 
 
 def test_cross_check_sample_rate(tmp_path: Path) -> None:
-    text = CANONICAL.read_text().replace("    sample_rate: *sample_rate\n", "    sample_rate: 8000\n", 1)
-    path = tmp_path / "t.yaml"
-    path.write_text(text)
+    path = _edited(tmp_path, "    sample_rate: *sample_rate\n", "    sample_rate: 8000\n")
     with pytest.raises(ConfigError, match="sample_rate differs"):
         config.load(path)
 
@@ -208,10 +205,8 @@ def test_schema_defaults_match_constructors() -> None:
 
 
 def test_vtlp_range_is_checked(tmp_path: Path) -> None:
-    text = CANONICAL.read_text().replace(
-        "    spec_augment:\n", "    vtlp: {min_warp: 1.2, max_warp: 0.9}\n    spec_augment:\n", 1
+    path = _edited(
+        tmp_path, "    spec_augment:\n", "    vtlp: {min_warp: 1.2, max_warp: 0.9}\n    spec_augment:\n"
     )
-    path = tmp_path / "t.yaml"
-    path.write_text(text)
     with pytest.raises(ConfigError, match=r"input_train\.filterbank_features\.vtlp: need 0 < min_warp"):
         config.load(path)
