@@ -74,24 +74,32 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax:
 
 
 VTLP_STEPS = 21  # warp factors drawn from, evenly spaced over [min_warp, max_warp]
-VTLP_BOUNDARY = 0.8  # share of the Nyquist frequency below which the warp is a plain scaling
+VTLP_BOUNDARY_HZ = 4800.0  # Jaitly & Hinton's: below it the warp is a plain scaling (at most 0.8 x Nyquist)
+
+
+def vtlp_warp(freqs: np.ndarray, warp: float, nyquist: float) -> np.ndarray:
+    """Jaitly & Hinton's (2013) piecewise-linear frequency warp: `warp * f` up to a boundary, then a
+    straight line to (nyquist, nyquist), so [0, nyquist] maps onto itself and the warp is continuous.
+
+    The boundary is 4.8 kHz (at most 0.8 x Nyquist), scaled so that the bend stays below Nyquist.
+    """
+    cut = min(VTLP_BOUNDARY_HZ, 0.8 * nyquist) * min(warp, 1.0) / warp
+    slope = (nyquist - warp * cut) / (nyquist - cut)
+    return np.where(freqs <= cut, warp * freqs, nyquist - slope * (nyquist - freqs))
 
 
 def warped_filterbanks(fb: np.ndarray, sample_rate: int, warps: np.ndarray) -> np.ndarray:
     """`fb` read at vocal-tract-warped frequencies: one bank per warp factor, `[K, n_mels, n_bins]`.
 
-    VTLP (Jaitly & Hinton, 2013): a speaker whose vocal tract is shorter by a factor `a` has formants
-    higher by about `a`. Warped filter m responds at frequency f as filter m of `fb` does at w(f) =
-    a*f; above a boundary w bends linearly to map the Nyquist frequency onto itself, so no band is
-    lost or invented. A warp of 1 returns `fb` exactly.
+    A speaker whose vocal tract is shorter by a factor `a` has formants higher by about `a`. Warped
+    filter m responds at frequency f as filter m of `fb` does at `vtlp_warp(f, a)`, so no band is
+    lost or invented. A warp of 1 returns `fb` (up to the rounding of the bin frequencies).
     """
     nyquist = sample_rate / 2
     freqs = np.linspace(0, nyquist, fb.shape[1])
     banks = []
     for a in np.asarray(warps, dtype=np.float64):
-        cut = VTLP_BOUNDARY * nyquist * min(a, 1.0) / a
-        slope = (nyquist - a * cut) / (nyquist - cut)
-        w = np.where(freqs <= cut, a * freqs, nyquist - slope * (nyquist - freqs))
+        w = vtlp_warp(freqs, float(a), nyquist)
         banks.append(np.stack([np.interp(w, freqs, row) for row in fb]))
     return np.stack(banks).astype(np.float32)
 
@@ -226,8 +234,8 @@ class FilterbankFeatures(nn.Module):
     Built from the keywords of a config's `filterbank_features` section. Augmentation runs only in
     training mode; dither too, unless `dither_in_eval=True` reproduces the reference's eval-time
     dither. `vtlp={"min_warp": a, "max_warp": b}` gives each training utterance a mel filterbank
-    warped by a factor drawn from [a, b] (`warped_filterbanks`): a new speaker for the price of a
-    batched matrix product.
+    warped by a factor drawn from `VTLP_STEPS` evenly spaced values in [a, b]
+    (`warped_filterbanks`): a new speaker for the price of a batched matrix product.
     """
 
     def __init__(
@@ -277,7 +285,9 @@ class FilterbankFeatures(nn.Module):
         self.register_buffer("fb", torch.from_numpy(fb), persistent=False)
         banks = None
         if vtlp:
-            low, high = vtlp.get("min_warp", 0.9), vtlp.get("max_warp", 1.1)
+            if set(vtlp) != {"min_warp", "max_warp"}:
+                raise ValueError(f"vtlp takes min_warp and max_warp, got {sorted(vtlp)}")
+            low, high = vtlp["min_warp"], vtlp["max_warp"]
             if not 0 < low <= high:
                 raise ValueError(f"vtlp needs 0 < min_warp <= max_warp, got {low}, {high}")
             banks = torch.from_numpy(warped_filterbanks(fb, sample_rate, np.linspace(low, high, VTLP_STEPS)))

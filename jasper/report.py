@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jasper import config  # noqa: E402
+from jasper.checkpoint import EPOCH_PATTERN  # noqa: E402
 from jasper.data import load_utterances  # noqa: E402
 from jasper.inference import unique_ids  # noqa: E402
 from jasper.metrics import char_errors, word_errors  # noqa: E402
@@ -149,7 +150,7 @@ def write_report(
     """Write report.md, summary.json and the PNGs; return the summary.
 
     `curve`: earlier checkpoints' greedy predictions on the synthetic test split (`epoch`, `minutes`,
-    `predictions`), scored here with the final model's figures appended as the last point.
+    `predictions`), scored here; the final model's figures are the last point (`final: true`).
     """
     voices = json.loads((synth_dir / "voices.json").read_text())["voices"]
     summary: dict[str, Any] = {"splits": {}, "machine": f"{platform.machine()}, {platform.processor()}"}
@@ -203,13 +204,16 @@ def write_report(
     if "synth-test" in results:
         test = results["synth-test"]
         refs = references(test["manifests"], test["data_dir"], args["model_config"])
-        earlier = sorted(curve or [], key=_minutes)
-        points = [{**p, **score(read_predictions(p["predictions"]), refs)} for p in earlier]
+        earlier = sorted(curve or [], key=lambda p: p["epoch"])
+        points = [{**p, **score(read_predictions(p["predictions"]), refs), "final": False} for p in earlier]
         final = summary["splits"]["synth-test"]["greedy"]
         minutes = train_summary.get("training_minutes_all_runs", math.nan)
-        points.append({"epoch": "final", "minutes": minutes, **final})
+        match = EPOCH_PATTERN.search(Path(ckpt).name) if ckpt else None
+        epoch = int(match.group(1)) if match else None
+        points.append({"epoch": epoch, "minutes": minutes, **final, "final": True})
         summary["curve"] = points
-        plot_curve(points, out / "curve.png")
+        if len(points) >= 2:
+            plot_curve(points, out / "curve.png")
     plot_curves(losses, dev, out / "training.png")
     plot_splits(summary, out / "wer.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -230,10 +234,6 @@ def plot_curves(losses: list[tuple[float, float]], dev: list[tuple[float, float,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _minutes(point: dict[str, Any]) -> float:
-    return point["minutes"]
 
 
 def plot_curve(points: list[dict[str, Any]], path: Path) -> None:
@@ -339,12 +339,13 @@ def render(
             )
     held_out = [f"{v['engine']} {v['voice']}" for v in voices.values() if v.get("split") == "test"]
     lines += ["", f"Voices held out for the test split: {', '.join(held_out) or 'none'}.", ""]
-    if s.get("curve"):
+    if len(s.get("curve", [])) >= 2:
         lines += [
             "### Error rates against training time (synth-test, greedy)",
             "",
-            "Each kept checkpoint of this run, evaluated on the unseen voices. The learning rate decays to",
-            "the end of the budget, so an early point is not what a run with that budget would reach.",
+            "Every kept checkpoint of this run on the unseen voices (`training.png` below has the dev",
+            "split's curve). The learning rate decays towards the end of the whole budget, so an early",
+            "point is worse than what a run given that shorter budget would reach.",
             "",
             "![error rates against training minutes](curve.png)",
             "",
@@ -352,8 +353,9 @@ def render(
             "|---|---:|---:|---:|",
         ]
         for p in s["curve"]:
-            label = "final" if p["epoch"] == "final" else f"epoch {p['epoch']}"
-            lines.append(f"| {label} | {p['minutes']:.1f} | {_pct(p['wer'])} | {_pct(p['cer'])} |")
+            label = f"epoch {p['epoch']}" + (" (final)" if p["final"] else "")
+            minutes = "-" if math.isnan(p["minutes"]) else f"{p['minutes']:.1f}"
+            lines.append(f"| {label} | {minutes} | {_pct(p['wer'])} | {_pct(p['cer'])} |")
         lines.append("")
     lines += [
         "## Training",

@@ -239,6 +239,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs whose checkpoints are always saved and never pruned (others: last two kept)",
     )
     g.add_argument(
+        "--keep_every",
+        type=int,
+        default=0,
+        help="also save and keep every N-th epoch's checkpoint, as milestones (0: off); the quickstart "
+        "evaluates them for its error-rate-vs-minutes curve",
+    )
+    g.add_argument(
         "--save_best_from",
         type=int,
         default=380,
@@ -283,6 +290,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
     for name in ("eval_frequency", "log_frequency", "prediction_frequency", "save_frequency", "epochs"):
         if getattr(args, name) < 1:
             return f"--{name} must be at least 1"
+    if args.keep_every < 0:
+        return "--keep_every must be 0 (off) or more"
     return None
 
 
@@ -562,6 +571,8 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
             )
 
     # ------------------------------------------------------------------ training loop
+    every = range(args.keep_every, args.epochs + 1, args.keep_every) if args.keep_every > 0 else ()
+    milestones = tuple(sorted({*args.keep_milestones, *every}))
     first_epoch, job_updates, job_start = progress.epoch, progress.updates, time.monotonic()
     prior_seconds = elapsed = progress.train_seconds
     stop_reason, stop_signal, last_eval = "", 0, -1
@@ -701,10 +712,10 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
         )
         if job_done and not stop_signal and last_eval != progress.updates:
             evaluate_and_log((), epoch)
-        if job_done or (epoch_done and (epoch % args.save_frequency == 0 or epoch in args.keep_milestones)):
+        if job_done or (epoch_done and (epoch % args.save_frequency == 0 or epoch in milestones)):
             save(checkpoint.epoch_path(args.output_dir, epoch))
             if ctx.is_main:
-                checkpoint.prune(args.output_dir, keep_last=2, milestones=tuple(args.keep_milestones))
+                checkpoint.prune(args.output_dir, keep_last=2, milestones=milestones)
         if job_done:
             break
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import require_shared
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jasper.features import (
     CutoutAugment,
@@ -13,6 +15,7 @@ from jasper.features import (
     SpecAugment,
     mel_filterbank,
     padded_frames,
+    vtlp_warp,
     warped_filterbanks,
 )
 
@@ -151,7 +154,8 @@ def test_vtlp_moves_filters_by_the_warp_below_the_boundary() -> None:
             centre = (fb[m] * bins).sum() / fb[m].sum()
             moved = (warped[m] * bins).sum() / warped[m].sum()
             assert abs(moved - centre / warp) < 0.5, (warp, m, centre, moved)
-        assert warped[:, -1].sum() >= 0 and np.isfinite(warped).all()
+        assert np.array_equal(warped[:, -1], fb[:, -1]), "the Nyquist bin must map onto itself"
+        assert np.isfinite(warped).all() and warped.min() >= 0
 
 
 def test_vtlp_only_in_training_and_per_utterance() -> None:
@@ -172,6 +176,24 @@ def test_vtlp_only_in_training_and_per_utterance() -> None:
     assert any(differs), "every utterance drew the same warp"
 
 
-def test_vtlp_rejects_an_empty_range() -> None:
+@given(st.floats(0.7, 1.4), st.sampled_from([8000, 16000, 22050, 48000]))
+def test_vtlp_warp_is_continuous_and_maps_nyquist_to_itself(warp: float, sample_rate: int) -> None:
+    nyquist = sample_rate / 2
+    freqs = np.linspace(0, nyquist, 100_001)
+    w = vtlp_warp(freqs, warp, nyquist)
+    assert w[0] == 0 and w[-1] == pytest.approx(nyquist)
+    assert (np.diff(w) > 0).all(), "the warp must be increasing"
+    # piecewise linear and continuous: every slope lies between the two pieces' slopes (a jump
+    # would give the segment that straddles the bend a slope outside them)
+    slopes = np.diff(w) / (freqs[1] - freqs[0])
+    lo, hi = sorted((slopes[0], slopes[-1]))
+    assert (slopes >= lo - 1e-6).all() and (slopes <= hi + 1e-6).all(), "a jump at the bend"
+    low = freqs < 0.5 * min(4800, 0.8 * nyquist)
+    assert np.allclose(w[low], warp * freqs[low]), "below the bend the warp is a plain scaling"
+
+
+def test_vtlp_rejects_an_empty_range_and_unknown_keys() -> None:
     with pytest.raises(ValueError, match="min_warp <= max_warp"):
         FilterbankFeatures(**CANONICAL, vtlp={"min_warp": 1.1, "max_warp": 0.9})
+    with pytest.raises(ValueError, match="takes min_warp and max_warp"):
+        FilterbankFeatures(**CANONICAL, vtlp={"min_warp": 0.9})

@@ -312,6 +312,16 @@ def test_time_limit_stops_with_checkpoint_and_final_eval(corpus: SimpleNamespace
     assert checkpoint.read(out / "Jasper_epoch1_checkpoint.pt")["step"] == 2
 
 
+def test_keep_every_saves_and_keeps_every_nth_epoch(corpus: SimpleNamespace, tmp_path: Path) -> None:
+    """--keep_every 2 over 5 epochs of 1 update: epochs 2 and 4 kept as milestones, plus the last two
+    (4, 5) that retention keeps anyway; 1 and 3 are never saved (save_frequency 10)."""
+    out = tmp_path / "every"
+    args = train_args(corpus, out, corpus.train4, "--batch_size", "4", "--epochs", "5")
+    args += ["--save_frequency", "10", "--keep_every", "2", "--keep_milestones"]
+    assert main(args) == 0
+    assert [e for e, _ in checkpoint.epoch_checkpoints(out)] == [2, 4, 5]
+
+
 def test_argument_errors_are_one_line(
     corpus: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
