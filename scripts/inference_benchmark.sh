@@ -27,13 +27,8 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-positional=()
-while (($#)) && [[ $1 != -* ]] && ((${#positional[@]} < 4)); do
-  positional+=("$1")
-  shift
-done
-[[ ${1:-} == -- ]] && shift
-extra=("$@")
+# shellcheck source=scripts/positional.sh
+source "$REPO/scripts/positional.sh" "$@"
 
 : "${DATA_DIR:=${positional[0]:-}}"
 : "${MODEL_CONFIG:=${positional[1]:-$REPO/configs/jasper10x5dr_speedp-online_speca.yaml}}"
