@@ -213,7 +213,7 @@ def write_report(
         points.append({"epoch": epoch, "minutes": minutes, **final, "final": True})
         summary["curve"] = points
         if len(points) >= 2:
-            plot_curve(points, out / "curve.png")
+            plot_curve(points, dev, out / "curve.png")
     plot_curves(losses, dev, out / "training.png")
     plot_splits(summary, out / "wer.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -236,21 +236,21 @@ def plot_curves(losses: list[tuple[float, float]], dev: list[tuple[float, float,
     plt.close(fig)
 
 
-def plot_curve(points: list[dict[str, Any]], path: Path) -> None:
-    """Unseen-voice WER and CER against training minutes, one point per evaluated checkpoint."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def plot_curve(points: list[dict[str, Any]], dev: list[tuple[float, float, float]], path: Path) -> None:
+    """Unseen-voice WER and CER of each evaluated checkpoint against training minutes, with the dev
+    split's evaluations from the training log (dashed) for contrast: training voices vs new ones."""
+    fig, ax = plt.subplots(figsize=(7, 4))
     minutes = [p["minutes"] for p in points]
-    ax.plot(minutes, [p["wer"] for p in points], marker="o", label="WER")
-    ax.plot(minutes, [p["cer"] for p in points], marker="o", label="CER")
-    ax.set(
-        xlabel="training minutes",
-        ylabel="%",
-        title="synth-test (unseen voices), greedy",
-        ylim=(0, 105),
-        xlim=(0, None),
-    )
+    ax.plot(minutes, [p["wer"] for p in points], marker="o", color="C0", label="test WER (unseen voices)")
+    ax.plot(minutes, [p["cer"] for p in points], marker="o", color="C1", label="test CER (unseen voices)")
+    if dev:
+        t = [s / 60 for s, _, _ in dev]
+        ax.plot(t, [w for _, w, _ in dev], ls="--", color="C0", alpha=0.6, label="dev WER (training voices)")
+        ax.plot(t, [c for _, _, c in dev], ls="--", color="C1", alpha=0.6, label="dev CER (training voices)")
+    ax.set(xlabel="training minutes", ylabel="%", title="error rates against training time (greedy)")
+    ax.set(ylim=(0, 105), xlim=(0, None))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -343,9 +343,9 @@ def render(
         lines += [
             "### Error rates against training time (synth-test, greedy)",
             "",
-            "Every kept checkpoint of this run on the unseen voices (`training.png` below has the dev",
-            "split's curve). The learning rate decays towards the end of the whole budget, so an early",
-            "point is worse than what a run given that shorter budget would reach.",
+            "Every kept checkpoint of this run on the unseen voices (solid), and the training log's dev",
+            "evaluations on the training voices (dashed). The learning rate decays towards the end of the",
+            "whole budget, so an early point is worse than what a run given that shorter budget would reach.",
             "",
             "![error rates against training minutes](curve.png)",
             "",
