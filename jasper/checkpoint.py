@@ -139,14 +139,16 @@ def best_path(output_dir: str | Path, prefix: str = PREFIX) -> Path:
     return Path(output_dir) / f"{prefix}_best_checkpoint.pt"
 
 
+def epoch_of(path: str | Path) -> int | None:
+    """The epoch in an epoch checkpoint's file name (`Jasper_epoch12_checkpoint.pt` -> 12), else None."""
+    m = EPOCH_PATTERN.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def epoch_checkpoints(output_dir: str | Path, prefix: str = PREFIX) -> list[tuple[int, Path]]:
     """Epoch checkpoints in `output_dir`, oldest first."""
-    found = []
-    for p in Path(output_dir).glob(f"{prefix}_epoch*_checkpoint.pt"):
-        m = EPOCH_PATTERN.search(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    found = [(epoch_of(p), p) for p in Path(output_dir).glob(f"{prefix}_epoch*_checkpoint.pt")]
+    return sorted((e, p) for e, p in found if e is not None)
 
 
 def prune(

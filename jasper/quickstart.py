@@ -294,10 +294,9 @@ def evaluate_checkpoints(
     Predictions newer than their checkpoint are reused (a rerun of the quickstart); a checkpoint
     that cannot be read or evaluated is left out with a warning rather than failing the report.
     """
-    from jasper.checkpoint import EPOCH_PATTERN, CheckpointError, epoch_checkpoints, read
+    from jasper.checkpoint import CheckpointError, epoch_checkpoints, epoch_of, read
 
-    match = EPOCH_PATTERN.search(final.name)
-    last = int(match.group(1)) if match else math.inf
+    last = epoch_of(final) or math.inf
     manifest = synth / "synth-test.json"
     points = []
     for epoch, path in epoch_checkpoints(train_dir):

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from jasper import config  # noqa: E402
-from jasper.checkpoint import EPOCH_PATTERN  # noqa: E402
+from jasper.checkpoint import epoch_of  # noqa: E402
 from jasper.data import load_utterances  # noqa: E402
 from jasper.inference import unique_ids  # noqa: E402
 from jasper.metrics import char_errors, word_errors  # noqa: E402
@@ -155,6 +155,7 @@ def write_report(
     voices = json.loads((synth_dir / "voices.json").read_text())["voices"]
     summary: dict[str, Any] = {"splits": {}, "machine": f"{platform.machine()}, {platform.processor()}"}
     examples = []
+    test_refs: dict[str, str] | None = None  # the unseen-voice split's, also for the curve below
     for name, res in results.items():
         refs = references(res["manifests"], res["data_dir"], args["model_config"])
         greedy = read_predictions(res["predictions"])
@@ -168,6 +169,7 @@ def write_report(
                 by_engine.setdefault(engine_of(uid, voices).split()[0], []).append(uid)
             split["by_engine"] = {e: score(greedy, refs, ids) for e, ids in sorted(by_engine.items())}
         if name == "synth-test":
+            test_refs = refs
             for uid in list(refs)[:10]:
                 examples.append((uid, engine_of(uid, voices), *highlight(greedy.get(uid, ""), refs[uid])))
         summary["splits"][name] = split
@@ -201,16 +203,14 @@ def write_report(
         s: {"utterances": len(v), "hours": sum(e["original_duration"] for e in v) / 3600}
         for s, v in corpus.items()
     }
-    if "synth-test" in results:
-        test = results["synth-test"]
-        refs = references(test["manifests"], test["data_dir"], args["model_config"])
+    if test_refs is not None:
         earlier = sorted(curve or [], key=lambda p: p["epoch"])
-        points = [{**p, **score(read_predictions(p["predictions"]), refs), "final": False} for p in earlier]
+        points = [
+            {**p, **score(read_predictions(p["predictions"]), test_refs), "final": False} for p in earlier
+        ]
         final = summary["splits"]["synth-test"]["greedy"]
         minutes = train_summary.get("training_minutes_all_runs", math.nan)
-        match = EPOCH_PATTERN.search(Path(ckpt).name) if ckpt else None
-        epoch = int(match.group(1)) if match else None
-        points.append({"epoch": epoch, "minutes": minutes, **final, "final": True})
+        points.append({"epoch": epoch_of(ckpt) if ckpt else None, "minutes": minutes, **final, "final": True})
         summary["curve"] = points
         if len(points) >= 2:
             plot_curve(points, dev, out / "curve.png")
