@@ -87,21 +87,29 @@ def highlight(hyp: str, ref: str) -> tuple[str, str]:
 def training_curves(nvlog: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]], dict]:
     """(seconds, train loss) points, (seconds, dev WER, dev CER) points and throughput figures.
 
+    Seconds count the time of the training runs only: a resumed run appends to the same log, and the
+    hours between a Ctrl-C and the resume would otherwise stretch the curves. A record's
+    `elapsedtime` counts from its run's start, so where it goes down a new run begins, and that run's
+    times continue from the previous run's last record.
+
     Throughput is averaged over the logged steps (each record covers one step): audio-seconds trained
     per second, and the share of step time spent waiting for the data loader.
     """
     losses, dev = [], []
     audio = took = wait = 0.0
     steps = 0
-    start = None
+    offset = last_elapsed = last_t = 0.0
     for line in nvlog.read_text().splitlines():
         if not line.startswith("DLLL "):
             continue
         rec = json.loads(line[5:])
         if rec.get("type") != "LOG":
             continue
-        start = rec["timestamp"] if start is None else start
-        t, data = rec["timestamp"] - start, rec.get("data", {})
+        elapsed = rec["elapsedtime"]
+        if elapsed < last_elapsed:
+            offset = last_t
+        last_elapsed, last_t = elapsed, offset + elapsed
+        t, data = last_t, rec.get("data", {})
         if data.get("train_loss") is not None:
             losses.append((t, data["train_loss"]))
         if data.get("train_audio_rate") and data.get("train_took"):
