@@ -313,8 +313,9 @@ def render(
         "",
         f"Model `{Path(args['model_config']).name}` trained for {args['minutes']:g} minutes on a "
         f"synthetic TTS corpus, evaluated with {decoding}. "
-        f"Whole run: {s['total_seconds'] / 60:.1f} min (corpus {s['corpus_seconds'] / 60:.1f} min, "
-        f"training {s['train_wall_seconds'] / 60:.1f} min).",
+        f"This invocation: {s['total_seconds'] / 60:.1f} min (corpus {s['corpus_seconds'] / 60:.1f} min, "
+        f"training {s['train_wall_seconds'] / 60:.1f} min); training time over all runs: "
+        f"{train.get('training_minutes_all_runs', math.nan):.1f} min.",
         "",
         "## Results",
         "",

@@ -88,3 +88,7 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "0 utterances were already there" not in again.stdout
+    # its report tells this invocation's minutes (no training left) from the training time of all runs
+    header = (out / "report.md").read_text().splitlines()[2]
+    invocation = re.search(r"training ([0-9.]+) min\); training time over all runs: ([0-9.]+) min", header)
+    assert invocation and float(invocation[1]) < 1 and float(invocation[2]) >= 5.5, header
