@@ -25,6 +25,7 @@ def test_curves_leave_out_the_time_between_runs(tmp_path: Path, monkeypatch: pyt
         log.log((1, 1, 10), 1, {"train_loss": loss})
         clock[0] = start + dev_at
         log.log((1, 1, 10), 1, {"dev_wer": wer, "dev_cer": wer / 2})
+        log.close()
 
     run(1000.0, 10.0, 20.0, loss=300.0, wer=90.0)
     run(1000.0 + 3 * 3600, 5.0, 15.0, loss=100.0, wer=60.0)  # resumed three hours later
