@@ -87,10 +87,9 @@ def highlight(hyp: str, ref: str) -> tuple[str, str]:
 def training_curves(nvlog: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float, float]], dict]:
     """(seconds, train loss) points, (seconds, dev WER, dev CER) points and throughput figures.
 
-    Seconds count the time of the training runs only: a resumed run appends to the same log, and the
-    hours between a Ctrl-C and the resume would otherwise stretch the curves. A record's
-    `elapsedtime` counts from its run's start, so where it goes down a new run begins, and that run's
-    times continue from the previous run's last record.
+    Seconds are the records' `train_seconds`: the training time of all runs, the clock of the time
+    budget and of the checkpoints. A resumed run appends to the same log, and wall time would stretch
+    the curves over the hours between a Ctrl-C and the resume.
 
     Throughput is averaged over the logged steps (each record covers one step): audio-seconds trained
     per second, and the share of step time spent waiting for the data loader.
@@ -98,18 +97,13 @@ def training_curves(nvlog: Path) -> tuple[list[tuple[float, float]], list[tuple[
     losses, dev = [], []
     audio = took = wait = 0.0
     steps = 0
-    offset = last_elapsed = last_t = 0.0
     for line in nvlog.read_text().splitlines():
         if not line.startswith("DLLL "):
             continue
         rec = json.loads(line[5:])
-        if rec.get("type") != "LOG":
+        if rec.get("type") != "LOG" or "train_seconds" not in rec:  # logs written before jasper logged it
             continue
-        elapsed = rec["elapsedtime"]
-        if elapsed < last_elapsed:
-            offset = last_t
-        last_elapsed, last_t = elapsed, offset + elapsed
-        t, data = last_t, rec.get("data", {})
+        t, data = rec["train_seconds"], rec.get("data", {})
         if data.get("train_loss") is not None:
             losses.append((t, data["train_loss"]))
         if data.get("train_audio_rate") and data.get("train_took"):

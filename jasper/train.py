@@ -561,7 +561,9 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
             results["dev_ema"] = evaluate(ema.module, val_features, val_loader, tokenizer, device, amp_dtype)
         for name, r in results.items():
             record = {"loss": r.loss, "wer": 100 * r.wer, "cer": 100 * r.cer, "took": r.seconds}
-            metrics.log(step, progress.updates, {f"{name}_{k}": v for k, v in record.items()})
+            metrics.log(
+                step, progress.updates, progress.train_seconds, {f"{name}_{k}": v for k, v in record.items()}
+            )
         wer = results["dev_ema" if ema else "dev"].wer  # as the reference: the EMA's WER decides with EMA on
         if wer < progress.best_wer and epoch >= args.save_best_from:
             progress.best_wer = wer  # before saving: the file records its own WER
@@ -676,7 +678,12 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
                 if progress.skipped_steps or progress.skipped_files:
                     record["train_skipped_steps"] = progress.skipped_steps
                     record["train_skipped_files"] = progress.skipped_files
-                metrics.log((epoch, progress.steps_done, steps_per_epoch), progress.updates, record)
+                metrics.log(
+                    (epoch, progress.steps_done, steps_per_epoch),
+                    progress.updates,
+                    progress.train_seconds,
+                    record,
+                )
                 log_totals = Totals()
             if progress.updates % args.prediction_frequency == 0 and step_ok and ctx.is_main:
                 hyp = greedy_decode(log_probs[:1].detach().float(), out_lens[:1], tokenizer)[0]
@@ -702,7 +709,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
             "train_avg_skipped_steps": progress.skipped_steps,
             "train_avg_skipped_files": progress.skipped_files,
         }
-        metrics.log((epoch,), progress.updates, epoch_record)
+        metrics.log((epoch,), progress.updates, progress.train_seconds, epoch_record)
         epoch_history.append({**rates, "seconds": epoch_totals.seconds})
         epoch_done = progress.steps_done == steps_per_epoch
         if epoch_done:
@@ -726,6 +733,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, signals: StopSigna
     metrics.log(
         (),
         progress.updates,
+        progress.train_seconds,
         {
             "train_avg_throughput": sum(h["throughput"] * h["seconds"] for h in recent) / seconds,
             "train_avg_audio_rate": sum(h["audio_rate"] * h["seconds"] for h in recent) / seconds,
@@ -1102,12 +1110,19 @@ class MetricLogger:
         if self.enabled:
             self._write({"type": "LOG", "step": "PARAMETER", "data": params})
 
-    def log(self, step: tuple[int, ...], global_step: int, data: dict[str, float]) -> None:
-        """One record: `step` is (epoch, iter, iters per epoch), (epoch,) or () for the run."""
+    def log(
+        self, step: tuple[int, ...], global_step: int, train_seconds: float, data: dict[str, float]
+    ) -> None:
+        """One record: `step` is (epoch, iter, iters per epoch), (epoch,) or () for the run.
+
+        `train_seconds` is the training time of all runs so far (the clock of the time budget and of
+        the checkpoints), so curves drawn from a log that resumed runs append to need no
+        reconstruction; `elapsedtime` keeps DLLogger's meaning (wall time since this run began).
+        """
         if not self.enabled:
             return
         clean = {k: _json_value(v) for k, v in data.items()}
-        self._write({"type": "LOG", "step": list(step), "data": clean})
+        self._write({"type": "LOG", "train_seconds": train_seconds, "step": list(step), "data": clean})
         if len(step) == 3:
             where = f"epoch {step[0]:>4} | iter {step[1]:>{len(str(step[2]))}}/{step[2]}"
         else:

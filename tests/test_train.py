@@ -174,6 +174,13 @@ def test_resume_mid_epoch_equals_uninterrupted_run(
     a = checkpoint.read(straight / "Jasper_epoch2_checkpoint.pt")
     b = checkpoint.read(split / "Jasper_epoch2_checkpoint.pt")
     assert a["step"] == b["step"] == 7
+    # One log for both jobs; its training clock runs on across the resume and ends at the checkpoint's.
+    clock = [
+        r["train_seconds"]
+        for r in records(split / "nvlog.json")
+        if r["type"] == "LOG" and r["step"] != "PARAMETER"
+    ]
+    assert clock == sorted(clock) and clock[-1] == b["train_seconds"] > clock[0] >= 0
     for key in ("state_dict", "ema_state_dict"):
         for name, value in a[key].items():
             torch.testing.assert_close(b[key][name], value, atol=1e-6, rtol=0, msg=f"{key}.{name}")
