@@ -250,3 +250,19 @@ def test_same_seed_gives_the_same_bytes_and_reruns_are_cached(
     assert main(["data", "synth", "--out", str(out), "--text", str(text), "--hours", "0.01"]) == 0
     assert "rendered 0.000 h" in capsys.readouterr().out
     assert {s: (out / f"synth-{s}.json").read_text(encoding="utf-8") for s in SPLITS} == before
+
+
+@pytest.mark.parametrize("voice", VOICES, ids=lambda v: f"{v.engine}-{v.name}")
+def test_every_catalogue_voice_renders_speech_at_the_planned_tempo(voice: Voice, tmp_path: Path) -> None:
+    """Each voice, when its engine is installed, follows the planned tempo: the rate option of every
+    engine means the same thing (> 1 faster), and a renderer that ignored it would fail here."""
+    if (why := synthetic.engine_missing(voice.engine)) is not None:
+        pytest.skip(why)
+    render = synthetic.RENDERERS[voice.engine]
+    text = "the old man walked slowly along the river bank"
+    slow, fast = (trim_padding(render(voice, text, speed, 1.0, 5, tmp_path)) for speed in (0.9, 1.1))
+    assert 1.0 < slow.size / 16000 < 6.0 and 0.1 < np.abs(slow).max() < 1.5  # resampling may overshoot 1
+    # 1.1 / 0.9 = 1.22 for an exact tempo change; the engines measured 1.20-1.26 here, except piper:
+    # 1.08, its length_scale (1/speed) does not scale the whole utterance's length in proportion.
+    low = 1.05 if voice.engine == "piper" else 1.15
+    assert low < slow.size / fast.size < 1.35
