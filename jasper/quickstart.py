@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "WARMUP_EPOCHS": str(EPOCHS * 3 // 100),
         "HOLD_EPOCHS": "0",
         "SEED": str(args.seed),
+        "SAVE_FREQUENCY": str(SAVE_EVERY),  # pinned: train.sh would take a SAVE_FREQUENCY from the shell
         "EVAL_FREQUENCY": "150",
         "PREDICTION_FREQUENCY": "150",
         "RESUME": "true",

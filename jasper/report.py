@@ -89,7 +89,8 @@ def training_curves(nvlog: Path) -> tuple[list[tuple[float, float]], list[tuple[
 
     Seconds are the records' `train_seconds`: the training time of all runs, the clock of the time
     budget and of the checkpoints. A resumed run appends to the same log, and wall time would stretch
-    the curves over the hours between a Ctrl-C and the resume.
+    the curves over the hours between a Ctrl-C and the resume. Records without it (logs written
+    before it was logged) count towards the throughput figures but give no curve points.
 
     Throughput is averaged over the logged steps (each record covers one step): audio-seconds trained
     per second, and the share of step time spent waiting for the data loader.
@@ -101,17 +102,17 @@ def training_curves(nvlog: Path) -> tuple[list[tuple[float, float]], list[tuple[
         if not line.startswith("DLLL "):
             continue
         rec = json.loads(line[5:])
-        if rec.get("type") != "LOG" or "train_seconds" not in rec:  # logs written before jasper logged it
+        if rec.get("type") != "LOG":
             continue
-        t, data = rec["train_seconds"], rec.get("data", {})
-        if data.get("train_loss") is not None:
+        t, data = rec.get("train_seconds"), rec.get("data", {})  # no clock in logs from before it was logged
+        if t is not None and data.get("train_loss") is not None:
             losses.append((t, data["train_loss"]))
         if data.get("train_audio_rate") and data.get("train_took"):
             audio += data["train_audio_rate"] * data["train_took"]
             took += data["train_took"]
             wait += data.get("train_wait") or 0.0
             steps += 1
-        if data.get("dev_wer") is not None:
+        if t is not None and data.get("dev_wer") is not None:
             dev.append((t, data["dev_wer"], data.get("dev_cer", math.nan)))
     summary = {
         "logged_steps": steps,

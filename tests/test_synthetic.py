@@ -258,9 +258,9 @@ def test_every_catalogue_voice_renders_speech_at_the_planned_tempo(voice: Voice,
     engine means the same thing (> 1 faster), and a renderer that ignored it would fail here."""
     if (why := synthetic.engine_missing(voice.engine)) is not None:
         pytest.skip(why)
-    render = synthetic.RENDERERS[voice.engine]
+    renderer = synthetic.RENDERERS[voice.engine]
     text = "the old man walked slowly along the river bank"
-    slow, fast = (trim_padding(render(voice, text, speed, 1.0, 5, tmp_path)) for speed in (0.9, 1.1))
+    slow, fast = (trim_padding(renderer(voice, text, speed, 1.0, 5, tmp_path)) for speed in (0.9, 1.1))
     assert 1.0 < slow.size / 16000 < 6.0 and 0.1 < np.abs(slow).max() < 1.5  # resampling may overshoot 1
     # 1.1 / 0.9 = 1.22 for an exact tempo change; the engines measured 1.20-1.26 here, except piper:
     # 1.08, its length_scale (1/speed) does not scale the whole utterance's length in proportion.
