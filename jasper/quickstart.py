@@ -146,10 +146,17 @@ def run(args: argparse.Namespace) -> int:
         "WARMUP_EPOCHS": str(EPOCHS * 3 // 100),
         "HOLD_EPOCHS": "0",
         "SEED": str(args.seed),
-        "SAVE_FREQUENCY": str(SAVE_EVERY),  # pinned: train.sh would take a SAVE_FREQUENCY from the shell
+        "SAVE_FREQUENCY": str(SAVE_EVERY),
         "EVAL_FREQUENCY": "150",
         "PREDICTION_FREQUENCY": "150",
         "RESUME": "true",
+        # Pinned too, though they are train.sh's defaults: it reads every variable from the caller's
+        # environment, where a leftover CHECKPOINT or EPOCHS_THIS_JOB would change this run.
+        "CHECKPOINT": "",
+        "EPOCHS_THIS_JOB": "0",
+        "PAD_TO_MAX_DURATION": "false",
+        "NUM_NODES": "1",
+        "NODE_RANK": "0",
         "DALI_DEVICE": "none",
         "OMP_NUM_THREADS": str(args.threads),
         "EXTRA_ARGS": (

@@ -47,8 +47,14 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
         "--threads",
         "2",
     ]
+    # train.sh variables left in the caller's shell must not reach the quickstart's training run
+    leftovers = {"CHECKPOINT": str(tmp_path / "no-such-checkpoint.pt"), "EPOCHS_THIS_JOB": "1"}
     run = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **leftovers},
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = (out / "report.md").read_text()
