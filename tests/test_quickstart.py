@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,7 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     refs = {Path(e["files"][0]["fname"]).stem: normalize(e["transcript"], labels) for e in manifest}
     hyps = dict(line.split("\t", 1) for line in Path(test["predictions"]).read_text().splitlines())
     assert set(hyps) == set(refs)
+    hyps_final = hyps
     ids = sorted(refs)
     expected = 100 * jiwer.wer([refs[i] for i in ids], [" ".join(hyps[i].split()) for i in ids])
     assert test["greedy"]["wer"] == pytest.approx(expected, abs=1e-9)
@@ -90,6 +92,17 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
         wer = 100 * jiwer.wer([refs[i] for i in ids], [" ".join(hyps[i].split()) for i in ids])
         assert point["wer"] == pytest.approx(wer, abs=1e-9)
         assert f"| epoch {point['epoch']} | {point['minutes']:.1f} | {wer:.1f}% |" in report
+    # the report's command for transcribing a file runs as printed, and on a test utterance it scores
+    # near the evaluation's transcript of it (infer trims silence, transcribe does not)
+    line = next(x for x in report.splitlines() if x.startswith(".venv/bin/jasper transcribe "))
+    words = shlex.split(line)
+    some = max(ids, key=lambda i: len(refs[i]))
+    flac = next((cache / "synth" / "test").rglob(f"{some}.flac"))
+    words = [str(Path(sys.executable).parent / "jasper"), *words[1:-1], str(flac)]
+    heard = subprocess.run(words, cwd=REPO, capture_output=True, text=True)
+    assert heard.returncode == 0, heard.stderr[-3000:]
+    text, evaluated = heard.stdout.strip().split("\t")[-1], " ".join(hyps_final[some].split())
+    assert abs(jiwer.cer(refs[some], text) - jiwer.cer(refs[some], evaluated)) < 0.15, (text, evaluated)
     # a second run resumes: corpus and LM cached, training budget already spent
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
