@@ -400,8 +400,8 @@ def render(
         "```",
         "",
         "Transcribe your own files with the trained model (`--pad_leading 0` as in the evaluation above; "
-        "transcribe's default, 16 zero frames, is the reference's and cost this quickstart's models about "
-        "a point of CER):",
+        "transcribe's default, 16 zero frames, is the reference's, and it cost a 12-minute quickstart "
+        "model 0.9 points of test CER when measured):",
         "",
         "```bash",
         f".venv/bin/jasper transcribe --model_config {args['model_config']} "
