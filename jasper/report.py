@@ -399,9 +399,8 @@ def render(
         f"bash scripts/quickstart.sh --minutes {2 * args['minutes']:g}",
         "```",
         "",
-        "Transcribe your own files with the trained model (`--pad_leading 0` as in the evaluation above; "
-        "transcribe's default, 16 zero frames, is the reference's, and it cost a 12-minute quickstart "
-        "model 0.9 points of test CER when measured):",
+        "Transcribe your own files with the trained model (`--pad_leading 0`, as in the evaluation above; "
+        "transcribe's default, 16 zero frames, is the reference's):",
         "",
         "```bash",
         f".venv/bin/jasper transcribe --model_config {args['model_config']} "
