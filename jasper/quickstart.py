@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "40 seconds per hour of audio on 2 cores; a second run reuses it)",
     )
     parser.add_argument(
+        "--train_readings",
+        type=int,
+        default=1,
+        help="read every training sentence this many times, by different voices (jasper data synth "
+        "--train_readings; default 1)",
+    )
+    parser.add_argument(
         "--output_dir",
         type=Path,
         default=REPO / "quickstart-output",
@@ -107,10 +114,14 @@ def run(args: argparse.Namespace) -> int:
     log = CommandLog(out / "commands.sh")
     started = time.time()
 
-    stage(1, f"synthetic corpus ({args.hours:g} h of TTS speech) in {cache / 'synth'}")
+    readings = f", training sentences read {args.train_readings} times" if args.train_readings > 1 else ""
+    stage(1, f"synthetic corpus ({args.hours:g} h of TTS speech{readings}) in {cache / 'synth'}")
     synth = cache / "synth"
     log.run(
-        [jasper(), "data", "synth", "--out", str(synth), "--hours", str(args.hours), "--seed", str(args.seed)]
+        [
+            *(jasper(), "data", "synth", "--out", str(synth), "--hours", str(args.hours)),
+            *("--train_readings", str(args.train_readings), "--seed", str(args.seed)),
+        ]
     )
     corpus_seconds = time.time() - started
 

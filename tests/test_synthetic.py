@@ -3,8 +3,10 @@ finishing, and `jasper data synth` end to end with whichever TTS engines are ins
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -94,6 +96,51 @@ def test_plan_of_one_utterance_does_not_depend_on_the_others() -> None:
     assert full.keys() == other.keys()
     same = [i for i in full if full[i].voice == other[i].voice]
     assert all(full[i].speed == other[i].speed and full[i].seed == other[i].seed for i in same)
+
+
+def test_the_plan_of_a_seed_stays_what_cached_corpora_were_rendered_from() -> None:
+    """Pinned from the planner as of 054ec03: a change here re-renders every user's cached corpus."""
+    sentences = [f"sentence number {i}" for i in range(600)]
+    for readings in (1, 2):
+        plan = plan_corpus(sentences, VOICES, seed=5, train_readings=readings)
+        assert [(u.uid, round(u.speed, 6), u.seed) for u in plan["train"][:3]] == [
+            ("303-1000-0000", 0.926033, 472230835),
+            ("401-1000-0000", 1.096573, 1643847280),
+            ("204-1000-0000", 1.084121, 2067861672),
+        ]
+        assert [(u.uid, u.seed) for u in plan["test"][:2]] == [
+            ("302-3000-0000", 1522673746),
+            ("302-3000-0001", 531397249),
+        ]
+
+
+def test_more_training_readings_extend_the_single_reading_plan() -> None:
+    sentences = [f"sentence number {i}" for i in range(600)]
+    one = plan_corpus(sentences, VOICES, seed=5)
+    three = plan_corpus(sentences, VOICES, seed=5, train_readings=3)
+    n = len(one["train"])
+    assert three["train"][:n] == one["train"]  # a cached single-reading corpus stays valid
+    assert three["dev"] == one["dev"] and three["test"] == one["test"]
+    assert len(three["train"]) == 3 * n
+    by_sentence: dict[int, list[Utterance]] = {}
+    for u in three["train"]:
+        by_sentence.setdefault(u.index, []).append(u)
+    for utts in by_sentence.values():
+        assert len({u.voice.speaker for u in utts}) == 3  # another voice each time
+        assert not {u.voice.speaker for u in utts} & {v.speaker for v in VOICES if v.held_out}
+    uids = [u.uid for u in three["train"]]
+    assert len(set(uids)) == len(uids)
+    two_voices = [v for v in VOICES if v.engine == "piper" or v.name == "kal16"]
+    reread = plan_corpus(sentences, two_voices, seed=5, train_readings=3)["train"]
+    assert len(reread) == 3 * len(plan_corpus(sentences, two_voices, seed=5)["train"])
+
+
+def test_training_readings_scale_only_the_training_budget() -> None:
+    options = synthetic.SynthOptions(out=Path(), hours=2.0, max_sentences=100)
+    one = synthetic.budgets(options)
+    two = synthetic.budgets(dataclasses.replace(options, train_readings=2))
+    assert two["train"] == (2 * one["train"][0], one["train"][1])  # as many sentences, read twice
+    assert two["dev"] == one["dev"] and two["test"] == one["test"]
 
 
 def test_voice_weights_share_each_family_weight() -> None:
@@ -250,6 +297,34 @@ def test_same_seed_gives_the_same_bytes_and_reruns_are_cached(
     assert main(["data", "synth", "--out", str(out), "--text", str(text), "--hours", "0.01"]) == 0
     assert "rendered 0.000 h" in capsys.readouterr().out
     assert {s: (out / f"synth-{s}.json").read_text(encoding="utf-8") for s in SPLITS} == before
+
+
+def test_a_second_reading_extends_the_corpus_with_other_voices(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys
+) -> None:
+    _, text = corpus
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    args = ["data", "synth", "--text", str(text), "--hours", "0", "--max_sentences", "10", "--workers", "2"]
+    assert main([*args, "--out", str(once)]) == 0
+    shutil.copytree(once, twice)
+    before = {s: manifest(once, s) for s in SPLITS}
+    capsys.readouterr()
+    assert main([*args, "--out", str(twice), "--train_readings", "2"]) == 0
+    cached = sum(len(before[s]) for s in SPLITS)
+    assert f"; {cached} utterances were already there" in capsys.readouterr().out
+    after = {s: manifest(twice, s) for s in SPLITS}
+    assert after["dev"] == before["dev"] and after["test"] == before["test"]
+    first = {e["files"][0]["fname"]: e for e in before["train"]}
+    both = {e["files"][0]["fname"]: e for e in after["train"]}
+    assert all(both.get(fname) == entry for fname, entry in first.items())  # the first reading is reused
+    assert len(after["train"]) == 2 * len(before["train"])
+    readers: dict[str, list[str]] = {}
+    for entry in after["train"]:
+        readers.setdefault(entry["transcript"], []).append(entry["files"][0]["fname"].split("/")[1])
+    assert {e["transcript"] for e in before["train"]} == set(readers)
+    training_voices = {v.speaker for v in VOICES if not v.held_out and v.engine in installed_engines()}
+    if len(training_voices) > 1:  # each sentence read by two different voices
+        assert all(len(set(speakers)) == 2 for speakers in readers.values())
 
 
 @pytest.mark.parametrize("voice", VOICES, ids=lambda v: f"{v.engine}-{v.name}")

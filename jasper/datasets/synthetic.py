@@ -38,8 +38,13 @@ Output under --out, 16 kHz mono 16-bit FLAC:
   manifests stay exactly the reference's format.
 
 --hours is the total across splits (90/5/5 again); each split renders its sentences in order
-until its share is reached. A re-run with the same settings skips finished files (resume after
-Ctrl-C) and rewrites the transcripts and manifests; files beyond the requested size are removed.
+until its share is reached. --train_readings N reads every training sentence N times, each time by
+a training voice that has not read it yet, and makes the training share N times as large (one pass
+over the sentences after the other; dev and test stay as they are). The first pass is exactly the
+single-reading corpus, so a cached corpus is extended, not re-rendered.
+
+A re-run with the same settings skips finished files (resume after Ctrl-C) and rewrites the
+transcripts and manifests; files beyond the requested size are removed.
 An engine failure on one sentence is counted and reported, not fatal.
 """
 
@@ -203,6 +208,7 @@ class SynthOptions:
     text: tuple[Path, ...] = ()  # empty: DEFAULT_TEXT
     hours: float = 1.0  # total across splits; 0: every sentence
     max_sentences: int = 0  # 0: no limit
+    train_readings: int = 1  # times each training sentence is read, by different voices
     engines: tuple[str, ...] = ENGINES
     seed: int = 1
     workers: int = os.cpu_count() or 1
@@ -267,44 +273,67 @@ def voice_weights(pool: Sequence[Voice]) -> np.ndarray:
 
 
 def plan_split(
-    split: str, indices: Sequence[int], sentences: Sequence[str], pool: Sequence[Voice], seed: int
+    split: str,
+    indices: Sequence[int],
+    sentences: Sequence[str],
+    pool: Sequence[Voice],
+    seed: int,
+    readings: int = 1,
 ) -> list[Utterance]:
-    """Utterances of one split, in rendering order. Empty when the split has no voices."""
+    """Utterances of one split, in rendering order. Empty when the split has no voices.
+
+    With `readings` > 1 every sentence is read again by other voices (while the pool has voices it
+    has not used for that sentence), one full pass over the sentences after the other. The first
+    pass draws exactly what a single reading draws, so a larger corpus extends a smaller one.
+    """
     if not pool:
         return []
     probabilities = voice_weights(pool)
+    drawn: list[list[tuple[Voice, np.random.Generator]]] = [[] for _ in range(readings)]
+    for index in indices:
+        used = np.zeros(len(pool), dtype=bool)
+        for reading in range(readings):
+            rng = np.random.default_rng([seed, index] if reading == 0 else [seed, index, reading])
+            p = probabilities
+            if 0 < used.sum() < len(pool):
+                p = np.where(used, 0.0, p) / p[~used].sum()
+            choice = int(rng.choice(len(pool), p=p))
+            used[choice] = True
+            drawn[reading].append((pool[choice], rng))
     counts: Counter[int] = Counter()
     plan = []
-    for index in indices:
-        rng = np.random.default_rng([seed, index])
-        voice = pool[int(rng.choice(len(pool), p=probabilities))]
-        k = counts[voice.speaker]
-        counts[voice.speaker] += 1
-        plan.append(
-            Utterance(
-                split=split,
-                index=index,
-                text=sentences[index],
-                voice=voice,
-                chapter=CHAPTER_BASE[split] + k // CHAPTER_SIZE,
-                number=k % CHAPTER_SIZE,
-                speed=float(rng.uniform(*SPEED_RANGE)),
-                semitones=float(rng.uniform(*SEMITONE_RANGE)),
-                peak_db=float(rng.uniform(*PEAK_DB_RANGE)),
-                lead_s=float(rng.uniform(*SILENCE_RANGE_S)),
-                trail_s=float(rng.uniform(*SILENCE_RANGE_S)),
-                noise_db=float(rng.uniform(*NOISE_DB_RANGE)),
-                seed=int(rng.integers(2**31)),
+    for reading_pass in drawn:
+        for index, (voice, rng) in zip(indices, reading_pass, strict=True):
+            k = counts[voice.speaker]
+            counts[voice.speaker] += 1
+            plan.append(
+                Utterance(
+                    split=split,
+                    index=index,
+                    text=sentences[index],
+                    voice=voice,
+                    chapter=CHAPTER_BASE[split] + k // CHAPTER_SIZE,
+                    number=k % CHAPTER_SIZE,
+                    speed=float(rng.uniform(*SPEED_RANGE)),
+                    semitones=float(rng.uniform(*SEMITONE_RANGE)),
+                    peak_db=float(rng.uniform(*PEAK_DB_RANGE)),
+                    lead_s=float(rng.uniform(*SILENCE_RANGE_S)),
+                    trail_s=float(rng.uniform(*SILENCE_RANGE_S)),
+                    noise_db=float(rng.uniform(*NOISE_DB_RANGE)),
+                    seed=int(rng.integers(2**31)),
+                )
             )
-        )
     return plan
 
 
-def plan_corpus(sentences: Sequence[str], voices: Sequence[Voice], seed: int) -> dict[str, list[Utterance]]:
-    """Every split's full plan; a run renders a prefix of each."""
+def plan_corpus(
+    sentences: Sequence[str], voices: Sequence[Voice], seed: int, train_readings: int = 1
+) -> dict[str, list[Utterance]]:
+    """Every split's full plan; a run renders a prefix of each. Only train is read more than once."""
     splits = split_sentences(len(sentences), seed)
     pools = voice_pools(voices)
-    return {s: plan_split(s, splits[s], sentences, pools[s], seed) for s in SPLITS}
+    readings = {"train": train_readings, "dev": 1, "test": 1}
+    return {s: plan_split(s, splits[s], sentences, pools[s], seed, readings[s]) for s in SPLITS}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -564,7 +593,8 @@ def budgets(opts: SynthOptions) -> dict[str, tuple[float, int]]:
     """Per split: the audio seconds to reach (inf: no limit) and the most sentences to use."""
     out = {}
     for split in SPLITS:
-        seconds = opts.hours * 3600 * SPLIT_FRACTIONS[split] if opts.hours > 0 else float("inf")
+        readings = opts.train_readings if split == "train" else 1
+        seconds = opts.hours * 3600 * SPLIT_FRACTIONS[split] * readings if opts.hours > 0 else float("inf")
         limit = (
             max(1, round(opts.max_sentences * SPLIT_FRACTIONS[split])) if opts.max_sentences else sys.maxsize
         )
@@ -584,7 +614,9 @@ def render_in_order(
     total = sum(limits[s][0] for s in SPLITS if plans[s])
     seconds = dict.fromkeys(SPLITS, 0.0)
     full = dict.fromkeys(SPLITS, False)
-    jobs: Iterator[Utterance] = (u for s in SPLITS for u in plans[s][: limits[s][1]])
+    # the sentence limit picks sentences; every reading of them is rendered
+    allowed = {s: {u.index for u in plans[s][: limits[s][1]]} for s in SPLITS}
+    jobs: Iterator[Utterance] = (u for s in SPLITS for u in plans[s] if u.index in allowed[s])
     pending: deque[Future[Rendered]] = deque()
     window = 2 * max(1, opts.workers)  # enough to keep the workers busy; more is wasted at each cut
     if total == float("inf"):
@@ -614,7 +646,10 @@ def render_in_order(
             if not result.cached:
                 summary.rendered_s += duration
             budget = limits[split][0]
-            bar.update(duration if bar.total is None else min(duration, budget - seconds[split]))
+            if bar.total is None:
+                bar.update(duration)
+            else:  # the last step of each split counts only up to its budget; rounding never overshoots
+                bar.update(max(0.0, min(duration, budget - seconds[split], bar.total - bar.n)))
             seconds[split] += duration
             full[split] = seconds[split] >= budget
     summary.exhausted = [s for s in SPLITS if plans[s] and not full[s] and opts.hours > 0]
@@ -715,7 +750,7 @@ def synthesize_corpus(opts: SynthOptions) -> Summary:
         check_cache(opts.out, record)
         opts.out.mkdir(parents=True, exist_ok=True)
         (opts.out / "voices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        plans = plan_corpus(sentences, summary.voices, opts.seed)
+        plans = plan_corpus(sentences, summary.voices, opts.seed, opts.train_readings)
         try:
             render_in_order(plans, opts, pool, summary)
         except KeyboardInterrupt:
@@ -783,6 +818,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use at most this many sentences in all (0: no limit)",
     )
     parser.add_argument(
+        "--train_readings",
+        type=int,
+        default=defaults.train_readings,
+        help="read every training sentence this many times, by different voices; the training share "
+        "of --hours grows with it, dev and test stay as they are (default 1)",
+    )
+    parser.add_argument(
         "--engines",
         nargs="+",
         choices=ENGINES,
@@ -798,14 +840,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.hours < 0 or args.max_sentences < 0 or args.seed < 0 or args.workers < 1:
-        print("error: --hours, --max_sentences and --seed must be >= 0, --workers >= 1", file=sys.stderr)
+    if min(args.hours, args.max_sentences, args.seed) < 0 or min(args.workers, args.train_readings) < 1:
+        print(
+            "error: --hours, --max_sentences and --seed must be >= 0, --workers and --train_readings >= 1",
+            file=sys.stderr,
+        )
         return 1
     opts = SynthOptions(
         out=args.out,
         text=tuple(args.text),
         hours=args.hours,
         max_sentences=args.max_sentences,
+        train_readings=args.train_readings,
         engines=tuple(dict.fromkeys(args.engines)),
         seed=args.seed,
         workers=args.workers,
