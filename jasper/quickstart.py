@@ -59,14 +59,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--hours",
         type=float,
         default=5.0,
-        help="size of the synthetic corpus in hours of audio, all splits (default 5; rendering takes about "
-        "40 seconds per hour of audio on 2 cores; a second run reuses it)",
+        help="size of the synthetic corpus in hours of audio, all splits, with the training share times "
+        "--train_readings (default 5; rendering takes about 40 seconds per hour of audio on 2 cores; a "
+        "second run reuses it)",
     )
     parser.add_argument(
         "--train_readings",
         type=int,
         default=1,
-        help="read every training sentence this many times, by different voices (jasper data synth "
+        help="make the corpus's training share this many times as large, reading each training sentence "
+        "up to this many times by different voices, new sentences first (jasper data synth "
         "--train_readings; default 1)",
     )
     parser.add_argument(
@@ -114,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     log = CommandLog(out / "commands.sh")
     started = time.time()
 
-    readings = f", training sentences read {args.train_readings} times" if args.train_readings > 1 else ""
-    stage(1, f"synthetic corpus ({args.hours:g} h of TTS speech{readings}) in {cache / 'synth'}")
+    hours = args.hours * (0.1 + 0.9 * args.train_readings)  # dev and test are read once
+    size = f"{hours:g} h of TTS speech" if hours > 0 else "every sentence"
+    stage(1, f"synthetic corpus ({size}) in {cache / 'synth'}")
     synth = cache / "synth"
     log.run(
         [

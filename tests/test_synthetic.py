@@ -133,6 +133,18 @@ def test_more_training_readings_extend_the_single_reading_plan() -> None:
     two_voices = [v for v in VOICES if v.engine == "piper" or v.name == "kal16"]
     reread = plan_corpus(sentences, two_voices, seed=5, train_readings=3)["train"]
     assert len(reread) == 3 * len(plan_corpus(sentences, two_voices, seed=5)["train"])
+    speakers: dict[int, list[int]] = {}
+    for u in reread:  # both voices read every sentence before either reads it again
+        speakers.setdefault(u.index, []).append(u.voice.speaker)
+    assert all(sorted(s[:2]) == [201, 401] and len(s) == 3 for s in speakers.values())
+    one_voice = plan_corpus(sentences, two_voices[:1], seed=5, train_readings=2)["train"]
+    assert len(one_voice) == 2 * n_sentences(one_voice) and len({u.voice for u in one_voice}) == 1
+    with pytest.raises(ValueError, match="readings"):
+        plan_corpus(sentences, VOICES, seed=5, train_readings=0)
+
+
+def n_sentences(plan: list[Utterance]) -> int:
+    return len({u.index for u in plan})
 
 
 def test_training_readings_scale_only_the_training_budget() -> None:
@@ -300,7 +312,7 @@ def test_same_seed_gives_the_same_bytes_and_reruns_are_cached(
 
 
 def test_a_second_reading_extends_the_corpus_with_other_voices(
-    corpus: tuple[Path, Path], tmp_path: Path, capsys
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, text = corpus
     once, twice = tmp_path / "once", tmp_path / "twice"
@@ -322,9 +334,27 @@ def test_a_second_reading_extends_the_corpus_with_other_voices(
     for entry in after["train"]:
         readers.setdefault(entry["transcript"], []).append(entry["files"][0]["fname"].split("/")[1])
     assert {e["transcript"] for e in before["train"]} == set(readers)
-    training_voices = {v.speaker for v in VOICES if not v.held_out and v.engine in installed_engines()}
-    if len(training_voices) > 1:  # each sentence read by two different voices
+    voices = json.loads((once / "voices.json").read_text(encoding="utf-8"))["voices"]
+    if sum(v["split"] == "train" for v in voices.values()) > 1:  # each sentence read by two voices
         assert all(len(set(speakers)) == 2 for speakers in readers.values())
+
+
+def test_the_extra_share_brings_new_sentences_before_any_is_read_again(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, text = corpus  # --hours 0.01 reads only part of its 36 training sentences
+    more = tmp_path / "more"
+    shutil.copytree(out, more)
+    before = manifest(out, "train")
+    capsys.readouterr()
+    args = ["data", "synth", "--out", str(more), "--text", str(text), "--hours", "0.01", "--workers", "2"]
+    assert main([*args, "--train_readings", "2"]) == 0
+    assert "utterances were already there" in capsys.readouterr().out
+    after = manifest(more, "train")
+    texts = [e["transcript"] for e in after]
+    assert len(set(texts)) == len(texts) > len(before)  # only new sentences: the pool is not used up
+    assert {e["transcript"] for e in before} <= set(texts)
+    assert sum(e["original_duration"] for e in after) >= 2 * 0.01 * 3600 * 0.9
 
 
 @pytest.mark.parametrize("voice", VOICES, ids=lambda v: f"{v.engine}-{v.name}")

@@ -38,10 +38,12 @@ Output under --out, 16 kHz mono 16-bit FLAC:
   manifests stay exactly the reference's format.
 
 --hours is the total across splits (90/5/5 again); each split renders its sentences in order
-until its share is reached. --train_readings N reads every training sentence N times, each time by
-a training voice that has not read it yet, and makes the training share N times as large (one pass
-over the sentences after the other; dev and test stay as they are). The first pass is exactly the
-single-reading corpus, so a cached corpus is extended, not re-rendered.
+until its share is reached. --train_readings N makes the training share N times as large and lets
+it read each training sentence up to N times, each time by a training voice that has not read that
+sentence yet (while there is one). Every sentence is read once before any is read again: while the
+sentence pool is larger than the single-reading share, the extra share first brings new sentences;
+with --hours 0 every training sentence is read N times. Dev and test stay as they are, and the
+first pass is the single-reading plan itself, so a cached corpus is extended, not re-rendered.
 
 A re-run with the same settings skips finished files (resume after Ctrl-C) and rewrites the
 transcripts and manifests; files beyond the requested size are removed.
@@ -208,7 +210,7 @@ class SynthOptions:
     text: tuple[Path, ...] = ()  # empty: DEFAULT_TEXT
     hours: float = 1.0  # total across splits; 0: every sentence
     max_sentences: int = 0  # 0: no limit
-    train_readings: int = 1  # times each training sentence is read, by different voices
+    train_readings: int = 1  # training share x N; each sentence read up to N times
     engines: tuple[str, ...] = ENGINES
     seed: int = 1
     workers: int = os.cpu_count() or 1
@@ -286,6 +288,8 @@ def plan_split(
     has not used for that sentence), one full pass over the sentences after the other. The first
     pass draws exactly what a single reading draws, so a larger corpus extends a smaller one.
     """
+    if readings < 1:
+        raise ValueError(f"readings must be >= 1, got {readings}")
     if not pool:
         return []
     probabilities = voice_weights(pool)
@@ -293,9 +297,10 @@ def plan_split(
     for index in indices:
         used = np.zeros(len(pool), dtype=bool)
         for reading in range(readings):
+            # the first reading keeps the single-reading seed and weights, bit for bit (cached corpora)
             rng = np.random.default_rng([seed, index] if reading == 0 else [seed, index, reading])
             p = probabilities
-            if 0 < used.sum() < len(pool):
+            if 0 < used.sum() < len(pool):  # renormalising even an unchanged p could move a draw
                 p = np.where(used, 0.0, p) / p[~used].sum()
             choice = int(rng.choice(len(pool), p=p))
             used[choice] = True
@@ -326,14 +331,21 @@ def plan_split(
     return plan
 
 
+def split_readings(split: str, train_readings: int) -> int:
+    """How often a split's sentences may be read: dev and test once, so they never change."""
+    return train_readings if split == "train" else 1
+
+
 def plan_corpus(
     sentences: Sequence[str], voices: Sequence[Voice], seed: int, train_readings: int = 1
 ) -> dict[str, list[Utterance]]:
     """Every split's full plan; a run renders a prefix of each. Only train is read more than once."""
     splits = split_sentences(len(sentences), seed)
     pools = voice_pools(voices)
-    readings = {"train": train_readings, "dev": 1, "test": 1}
-    return {s: plan_split(s, splits[s], sentences, pools[s], seed, readings[s]) for s in SPLITS}
+    return {
+        s: plan_split(s, splits[s], sentences, pools[s], seed, split_readings(s, train_readings))
+        for s in SPLITS
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -593,7 +605,7 @@ def budgets(opts: SynthOptions) -> dict[str, tuple[float, int]]:
     """Per split: the audio seconds to reach (inf: no limit) and the most sentences to use."""
     out = {}
     for split in SPLITS:
-        readings = opts.train_readings if split == "train" else 1
+        readings = split_readings(split, opts.train_readings)
         seconds = opts.hours * 3600 * SPLIT_FRACTIONS[split] * readings if opts.hours > 0 else float("inf")
         limit = (
             max(1, round(opts.max_sentences * SPLIT_FRACTIONS[split])) if opts.max_sentences else sys.maxsize
@@ -648,8 +660,8 @@ def render_in_order(
             budget = limits[split][0]
             if bar.total is None:
                 bar.update(duration)
-            else:  # the last step of each split counts only up to its budget; rounding never overshoots
-                bar.update(max(0.0, min(duration, budget - seconds[split], bar.total - bar.n)))
+            else:  # up to the split's budget, and never past the total (float sums can exceed it by an ulp)
+                bar.update(min(duration, budget - seconds[split], bar.total - bar.n))
             seconds[split] += duration
             full[split] = seconds[split] >= budget
     summary.exhausted = [s for s in SPLITS if plans[s] and not full[s] and opts.hours > 0]
@@ -821,8 +833,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--train_readings",
         type=int,
         default=defaults.train_readings,
-        help="read every training sentence this many times, by different voices; the training share "
-        "of --hours grows with it, dev and test stay as they are (default 1)",
+        help="make the training share of --hours this many times as large and read each training sentence "
+        "up to this many times, by different voices while there are any; every sentence is read once "
+        "before any is read again, so with --hours 0 each is read this many times; dev and test stay as "
+        "they are (default 1)",
     )
     parser.add_argument(
         "--engines",
