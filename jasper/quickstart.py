@@ -116,8 +116,11 @@ def run(args: argparse.Namespace) -> int:
     log = CommandLog(out / "commands.sh")
     started = time.time()
 
-    hours = args.hours * (0.1 + 0.9 * args.train_readings)  # dev and test are read once
-    size = f"{hours:g} h of TTS speech" if hours > 0 else "every sentence"
+    from jasper.datasets.synthetic import SynthOptions, budgets
+
+    shares = budgets(SynthOptions(out=cache, hours=args.hours, train_readings=args.train_readings))
+    hours = sum(seconds for seconds, _ in shares.values()) / 3600
+    size = f"{hours:g} h of TTS speech" if math.isfinite(hours) else "every sentence"
     stage(1, f"synthetic corpus ({size}) in {cache / 'synth'}")
     synth = cache / "synth"
     log.run(

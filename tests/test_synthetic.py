@@ -138,13 +138,9 @@ def test_more_training_readings_extend_the_single_reading_plan() -> None:
         speakers.setdefault(u.index, []).append(u.voice.speaker)
     assert all(sorted(s[:2]) == [201, 401] and len(s) == 3 for s in speakers.values())
     one_voice = plan_corpus(sentences, two_voices[:1], seed=5, train_readings=2)["train"]
-    assert len(one_voice) == 2 * n_sentences(one_voice) and len({u.voice for u in one_voice}) == 1
+    assert len(one_voice) == 2 * len({u.index for u in one_voice}) and len({u.voice for u in one_voice}) == 1
     with pytest.raises(ValueError, match="readings"):
         plan_corpus(sentences, VOICES, seed=5, train_readings=0)
-
-
-def n_sentences(plan: list[Utterance]) -> int:
-    return len({u.index for u in plan})
 
 
 def test_training_readings_scale_only_the_training_budget() -> None:
