@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from jasper.datasets.prepare import PrepareOptions, prepare, write_manifest
+from jasper.data import write_manifest
+from jasper.datasets.prepare import PrepareOptions, prepare
 
 MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "librispeech-real-mini"
 

@@ -31,54 +31,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from jasper import config
-from jasper.decoding import collapse, greedy_ids
+from jasper.decoding import decode_ids, greedy_ids
 from jasper.features import FilterbankFeatures
 from jasper.text import Tokenizer
+from jasper.timing import LatencyStats, synchronize
 
 log = logging.getLogger(__name__)
 
-PERCENTILES = (90, 95, 99)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 # Step counts when the command line gives none: the reference's on CUDA, a few minutes' worth on CPU.
 DEFAULT_STEPS = {"cuda": (500, 10), "cpu": (20, 3)}
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Summary of one timed region, in milliseconds: true percentiles and the arithmetic mean."""
-
-    n: int
-    mean: float
-    p90: float
-    p95: float
-    p99: float
-
-    @classmethod
-    def from_ms(cls, values_ms: Sequence[float]) -> LatencyStats:
-        if not values_ms:
-            nan = float("nan")
-            return cls(0, nan, nan, nan, nan)
-        p = percentiles(values_ms)
-        return cls(len(values_ms), float(np.mean(values_ms)), p[90], p[95], p[99])
-
-
-def percentiles(values: Sequence[float], qs: Sequence[float] = PERCENTILES) -> dict[float, float]:
-    """`{q: value}` for each percentile q, with numpy's default linear interpolation."""
-    if len(values) == 0:
-        raise ValueError("percentiles of an empty sequence")
-    out = np.percentile(np.asarray(values, dtype=np.float64), list(qs))
-    return {q: float(v) for q, v in zip(qs, out, strict=True)}
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued device work, so a host timer measures what the device did."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -146,14 +112,6 @@ def measure(
             dnn_ms.append((t2 - t1) * 1e3)
             e2e_ms.append((t3 - t0) * 1e3)
     return dnn_ms, e2e_ms, frames
-
-
-def decode_ids(ids: torch.Tensor, lengths: torch.Tensor, tokenizer: Tokenizer) -> list[str]:
-    """CTC-collapse argmax ids `[B, T]` within each length and map them to text (on the host)."""
-    rows, lens = ids.cpu().tolist(), lengths.cpu().tolist()
-    return [
-        tokenizer.decode(collapse(row[: int(n)], tokenizer.blank)) for row, n in zip(rows, lens, strict=True)
-    ]
 
 
 def synthetic_batches(

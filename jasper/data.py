@@ -438,3 +438,22 @@ def build_loader(
         pin_memory=pin,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def unique_ids(ids: Sequence[str]) -> list[str]:
+    """Utterance ids made unique (`id#2`, `id#3`, ...) for keyed formats; the first keeps its name."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in ids:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def write_manifest(entries: list[dict], path: Path) -> None:
+    """JSON array, indent 2 (the reference's layout), written to a temporary file and renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(entries, f, indent=2)
+    tmp.replace(path)

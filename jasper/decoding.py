@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jasper.ngram import resolve_lm
 from jasper.text import Tokenizer
 
 
@@ -50,6 +51,14 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: Tok
     for row, n in zip(ids.tolist(), lengths.tolist(), strict=True):
         out.append(tokenizer.decode(collapse(row[: int(n)], tokenizer.blank)))
     return out
+
+
+def decode_ids(ids: torch.Tensor, lengths: torch.Tensor, tokenizer: Tokenizer) -> list[str]:
+    """CTC-collapse argmax ids `[B, T]` within each length and map them to text (on the host)."""
+    rows, lens = ids.cpu().tolist(), lengths.cpu().tolist()
+    return [
+        tokenizer.decode(collapse(row[: int(n)], tokenizer.blank)) for row, n in zip(rows, lens, strict=True)
+    ]
 
 
 def frame_alignment(ids: list[int], blank: int) -> list[tuple[int, int]]:
@@ -128,8 +137,6 @@ class BeamSearchDecoder:
 
         model_path, unigrams, tuned = None, None, {}
         if lm is not None:
-            from jasper.lm import resolve_lm
-
             model_path, unigrams, tuned = resolve_lm(lm)
         self.alpha = float(alpha if alpha is not None else tuned.get("alpha", DEFAULT_ALPHA))
         self.beta = float(beta if beta is not None else tuned.get("beta", DEFAULT_BETA))

@@ -6,8 +6,11 @@ none of them and is a world of one. Nothing else in jasper reads those variables
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,3 +79,60 @@ def all_true(flag: bool, device: torch.device) -> bool:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _over_ranks(values: list[float], device: torch.device, op: Any) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return t.tolist()
+
+
+def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value summed over all ranks (itself when not distributed)."""
+    return _over_ranks(values, device, dist.ReduceOp.SUM)
+
+
+def broadcast_buffers(*modules: torch.nn.Module | None) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics), as the checkpoint has them.
+
+    DDP broadcasts them at the start of each forward pass, so after the last training step every rank
+    still holds the statistics of its own last batch; the EMA's are averaged per rank. Evaluating
+    with those would make the sharded WER differ from rank 0's model.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for module in modules:
+        if module is not None:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+def max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """The largest of each value over all ranks (itself when not distributed)."""
+    return _over_ranks(values, device, dist.ReduceOp.MAX)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current `sys.stderr` (pytest and notebooks replace it between runs)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(rank: int) -> None:
+    """INFO messages from rank 0, warnings from every rank (prefixed with the rank)."""
+    logger = logging.getLogger("jasper")
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    for handler in logger.handlers:
+        if isinstance(handler, _StderrHandler):
+            prefix = f"[rank {rank}] " if rank else ""
+            handler.setFormatter(logging.Formatter(prefix + "%(levelname)s: %(message)s"))

@@ -45,20 +45,20 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from jasper import checkpoint, config, distributed
-from jasper.benchmark import LatencyStats, decode_ids, synchronize
-from jasper.data import AudioDataset, Batch, build_loader, load_utterances
-from jasper.decoding import greedy_ids
+from jasper.data import AudioDataset, Batch, build_loader, load_utterances, unique_ids
+from jasper.decoding import decode_ids, greedy_ids
 from jasper.features import FilterbankFeatures
 from jasper.metrics import char_errors, word_errors
 from jasper.model import Jasper
-from jasper.text import Tokenizer
-from jasper.transcribe import (
+from jasper.pipeline import (
     CHUNK_OVERLAP,
     CHUNK_SECONDS,
     iter_transcribe,
     model_from_checkpoint,
     output_stride,
 )
+from jasper.text import Tokenizer
+from jasper.timing import LatencyStats, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +175,6 @@ def gather(outputs: Outputs, ctx: distributed.Context) -> Outputs:
         merged.hypotheses.update(hyps)
         merged.logits.update(logits)
     return merged
-
-
-def unique_ids(ids: Sequence[str]) -> list[str]:
-    """Utterance ids made unique (`id#2`, `id#3`, ...) for keyed formats; the first keeps its name."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in ids:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
 
 
 def write_predictions(path: str | Path, ids: Sequence[str], texts: Sequence[str]) -> None:

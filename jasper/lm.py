@@ -22,7 +22,6 @@ An LM directory (`build --out`) holds:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -32,10 +31,22 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+from jasper.ngram import (
+    ARPA,
+    BINARY,
+    INFO,
+    LOG,
+    TUNED,
+    UNIGRAMS,
+    LMError,
+    open_text,
+    read_ngram_counts,
+    read_unigrams,
+)
 from jasper.text import normalize
 
 if TYPE_CHECKING:
@@ -43,21 +54,8 @@ if TYPE_CHECKING:
 
 ENGLISH_LABELS = (" ", *string.ascii_lowercase, "'")
 MAX_ORDER = 6  # the KENLM_MAX_ORDER that scripts/setup_kenlm.sh and PyPI's kenlm are built with
-ARPA, BINARY, UNIGRAMS, INFO, LOG, TUNED = (
-    "lm.arpa",
-    "lm.binary",
-    "unigrams.txt",
-    "lm.json",
-    "build.log",
-    "tuned.json",
-)
 # What lmplz prints when the closed-form Kneser-Ney discounts fail (small or artificial corpora).
 _DISCOUNT_ERROR = "--discount_fallback"
-_SPECIAL_WORDS = {"<s>", "</s>", "<unk>"}
-
-
-class LMError(Exception):
-    """An LM that cannot be built or used; the message says what to do."""
 
 
 # --- Building -------------------------------------------------------------------------------------
@@ -94,55 +92,14 @@ def find_tool(name: str) -> Path:
     raise LMError(f"KenLM's {name} is not installed: run `bash scripts/setup_kenlm.sh` (or set KENLM_BIN)")
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return path.open(encoding="utf-8", errors="replace")
-
-
 def sentences(paths: Iterable[str | Path], labels: Sequence[str] = ENGLISH_LABELS) -> Iterator[str]:
     """Normalised, non-empty lines of text files (`.gz` read as gzip), one sentence a line."""
     for path in paths:
-        with _open_text(Path(path)) as f:
+        with open_text(Path(path)) as f:
             for line in f:
                 text = normalize(line, labels)
                 if text:
                     yield text
-
-
-def read_ngram_counts(arpa: str | Path) -> dict[int, int]:
-    """The `ngram N=count` lines of an ARPA header."""
-    counts = {}
-    with _open_text(Path(arpa)) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("ngram "):
-                order, count = line[len("ngram ") :].split("=")
-                counts[int(order)] = int(count)
-            elif line.startswith("\\1-grams:"):
-                break
-    if not counts:
-        raise LMError(f"{arpa}: no ARPA header (\\data\\ with ngram N=count lines)")
-    return counts
-
-
-def read_unigrams(arpa: str | Path) -> list[str]:
-    """The words of an ARPA file's 1-gram section, without <s>, </s> and <unk>."""
-    words = []
-    with _open_text(Path(arpa)) as f:
-        for line in f:
-            if line.startswith("\\1-grams:"):
-                break
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) < 2:
-                if line.startswith("\\"):
-                    break
-                continue
-            word = parts[1].strip()
-            if word not in _SPECIAL_WORDS:
-                words.append(word)
-    return words
 
 
 def _check_prune(prune: Sequence[int], order: int) -> list[int]:
@@ -259,7 +216,7 @@ def import_arpa(
     if not Path(arpa).is_file():
         raise LMError(f"{arpa}: no such ARPA file")
     out = _fresh_dir(out_dir)
-    with _open_text(Path(arpa)) as src, (out / ARPA).open("w") as dst:
+    with open_text(Path(arpa)) as src, (out / ARPA).open("w") as dst:
         for line in src:
             dst.write(line.lower())
     ngrams = read_ngram_counts(out / ARPA)
@@ -296,35 +253,6 @@ def _binary_and_unigrams(out: Path, memory: str, binary_type: str, log: IO[str])
     (out / UNIGRAMS).write_text("".join(w + "\n" for w in read_unigrams(out / ARPA)))
 
 
-# --- Using --------------------------------------------------------------------------------------
-
-
-def resolve_lm(lm: str | Path) -> tuple[Path, list[str] | None, dict[str, Any]]:
-    """-> (KenLM model file, its vocabulary or None, tuned weights or {}) for an LM directory or file.
-
-    A directory from `build_lm` gives its binary (else its ARPA), `unigrams.txt` and `tuned.json`.
-    A file is used as it is: an ARPA file's vocabulary is read from it; a binary's from a
-    `unigrams.txt` beside it when there is one.
-    """
-    path = Path(lm)
-    if path.is_dir():
-        model = path / BINARY if (path / BINARY).is_file() else path / ARPA
-        if not model.is_file():
-            raise LMError(f"{path}: no {BINARY} or {ARPA} (build one with `jasper lm build`)")
-        unigrams = read_unigrams(model) if model.name == ARPA else _read_words(path / UNIGRAMS)
-        tuned = json.loads((path / TUNED).read_text()) if (path / TUNED).is_file() else {}
-        return model, unigrams, tuned
-    if not path.is_file():
-        raise LMError(f"{path}: no such LM file or directory")
-    if path.name.endswith((".arpa", ".arpa.gz")):
-        return path, read_unigrams(path), {}
-    return path, _read_words(path.parent / UNIGRAMS), {}
-
-
-def _read_words(path: Path) -> list[str] | None:
-    return path.read_text().split() if path.is_file() else None
-
-
 # --- Tuning -------------------------------------------------------------------------------------
 
 
@@ -359,8 +287,7 @@ def load_references(
                 out[uid] = normalize(text, labels)
     if manifests:
         from jasper import config
-        from jasper.data import load_utterances
-        from jasper.inference import unique_ids
+        from jasper.data import load_utterances, unique_ids
         from jasper.text import Tokenizer
 
         ds_cfg = config.fill({"min_duration": 0.0}, config.AUDIO_DATASET)

@@ -413,7 +413,8 @@ def prepare_real_clips(dest: Path, log: CommandLog) -> list[Path]:
 
 def build_lm(synth: Path, dest: Path, log: CommandLog) -> Path | None:
     """A 4-gram LM from every shared sentence except those of the synthetic dev and test splits."""
-    from jasper.lm import LMError, find_tool
+    from jasper.lm import find_tool
+    from jasper.ngram import LMError
 
     try:
         find_tool("lmplz")

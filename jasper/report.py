@@ -20,8 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from jasper import config  # noqa: E402
 from jasper.checkpoint import epoch_of  # noqa: E402
-from jasper.data import load_utterances  # noqa: E402
-from jasper.inference import unique_ids  # noqa: E402
+from jasper.data import load_utterances, unique_ids  # noqa: E402
 from jasper.metrics import char_errors, word_errors  # noqa: E402
 from jasper.text import Tokenizer  # noqa: E402
 

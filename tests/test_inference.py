@@ -20,9 +20,9 @@ from conftest import mini_manifest, require_shared
 
 from jasper import config
 from jasper.cli import main
-from jasper.data import AudioDataset, load_utterances
+from jasper.data import AudioDataset, load_utterances, unique_ids
 from jasper.features import FilterbankFeatures
-from jasper.inference import BatchShardSampler, save_logits, unique_ids
+from jasper.inference import BatchShardSampler, save_logits
 from jasper.model import Jasper
 from jasper.text import Tokenizer, normalize
 

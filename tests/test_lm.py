@@ -18,18 +18,8 @@ import torch
 
 from jasper import cli
 from jasper.decoding import collapse, greedy_decode
-from jasper.lm import (
-    ENGLISH_LABELS,
-    LMError,
-    build_lm,
-    find_tool,
-    import_arpa,
-    load_logits,
-    load_references,
-    read_ngram_counts,
-    read_unigrams,
-    resolve_lm,
-)
+from jasper.lm import ENGLISH_LABELS, build_lm, find_tool, import_arpa, load_logits, load_references
+from jasper.ngram import LMError, read_ngram_counts, read_unigrams, resolve_lm
 from jasper.text import Tokenizer
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from jasper import report, train
+from jasper import metric_log, report
 
 
 def test_curves_run_on_training_time_across_resumed_runs(
@@ -19,14 +19,14 @@ def test_curves_run_on_training_time_across_resumed_runs(
     A record without `train_seconds` (a log written before it was logged) gives no curve point but
     still counts towards the throughput."""
     clock = [1000.0]
-    monkeypatch.setattr(train, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(metric_log, "time", SimpleNamespace(time=lambda: clock[0]))
     nvlog = tmp_path / "nvlog.json"
     old = {"train_loss": 999.0, "train_audio_rate": 100.0, "train_took": 1.0, "train_wait": 0.5}
     nvlog.write_text(f'DLLL {{"type": "LOG", "elapsedtime": 5.0, "step": [1], "data": {json.dumps(old)}}}\n')
 
     def run(start: float, trained: float, loss: float, wer: float) -> None:
         clock[0] = start
-        log = train.MetricLogger(nvlog, tmp_path / "tb", ("train", "dev"), enabled=True)
+        log = metric_log.MetricLogger(nvlog, tmp_path / "tb", ("train", "dev"), enabled=True)
         log.parameters({"command": "train"})
         clock[0] = start + 60.0  # wall time includes start-up, which is not training
         log.log(

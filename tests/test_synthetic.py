@@ -20,9 +20,7 @@ from jasper.datasets.synthetic import (
     ENGINE_WEIGHTS,
     ENGINES,
     SPLITS,
-    VOICES,
     Utterance,
-    Voice,
     finish,
     load_sentences,
     plan_corpus,
@@ -31,6 +29,7 @@ from jasper.datasets.synthetic import (
     trim_padding,
     voice_weights,
 )
+from jasper.datasets.voices import CATALOGUE, VOICES, Voice
 
 WORDS = (
     "the old man walked slowly along the river bank while the children played near the mill and "
@@ -152,7 +151,7 @@ def test_training_readings_scale_only_the_training_budget() -> None:
 
 
 def test_voice_weights_share_each_family_weight() -> None:
-    pool = [v for v in VOICES if not v.held_out]
+    pool = [v for v in CATALOGUE if not v.held_out]
     weights = voice_weights(pool)
     family = Counter()
     for voice, w in zip(pool, weights, strict=True):

@@ -17,7 +17,6 @@ written atomically and holds the good utterances. Exit code 1 means there was no
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from jasper import audio
+from jasper.data import write_manifest
 
 BITDEPTH = 16  # audio.write's PCM_16
 
@@ -170,15 +170,6 @@ def prepare(opts: PrepareOptions) -> tuple[list[dict], list[str]]:
     outcomes.sort(key=lambda pair: pair[0])
     errors += [outcome for _, outcome in outcomes if isinstance(outcome, str)]
     return [outcome for _, outcome in outcomes if isinstance(outcome, dict)], errors
-
-
-def write_manifest(entries: list[dict], path: Path) -> None:
-    """JSON array, indent 2 (the reference's layout), written to a temporary file and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(entries, f, indent=2)
-    tmp.replace(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,85 @@
+"""The compute device of a training job: threads and TF32 switches, the autocast dtype that --amp and
+--amp_dtype give on it, and the allocator warm-up of --pre_allocate_range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from jasper.evaluation import ctc_loss
+from jasper.features import FilterbankFeatures
+
+log = logging.getLogger(__name__)
+
+
+def configure(args: argparse.Namespace, device: torch.device) -> None:
+    """Threads, cuDNN autotuning and TF32 as the flags ask (TF32: NVIDIA's "FP32" figures use it)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = True  # "FP32" on Ampere+ is TF32, as in NVIDIA's tables
+        torch.backends.cudnn.allow_tf32 = True
+    if args.dali_device != "none":
+        log.info("--dali_device %s: DALI is not used here; behaving as 'none'", args.dali_device)
+
+
+def amp_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision."""
+    if not args.amp:
+        if args.amp_dtype:
+            log.warning("--amp_dtype %s has no effect without --amp", args.amp_dtype)
+        return None
+    if device.type == "cuda":
+        name = args.amp_dtype or "float16"
+        log.info("AMP: %s autocast%s", name, " with a GradScaler" if name == "float16" else "")
+    else:
+        if args.amp_dtype == "float16":
+            log.warning("--amp_dtype float16 is not supported on CPU: using bfloat16")
+        name = "bfloat16"
+        log.info("AMP on CPU: bfloat16 autocast (faster on CPUs with AVX512-BF16 or AMX, slower elsewhere)")
+    return getattr(torch, name)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision in `dtype`, or a no-op when `dtype` is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def pre_allocate(
+    model: nn.Module,
+    features: FilterbankFeatures,
+    frame_range: list[int],
+    batch: int,
+    blank: int,
+    amp_dtype: torch.dtype | None,
+    show_progress: bool = False,
+) -> None:
+    """Forward+backward at every padded length in `frame_range` (allocator and cuDNN warm-up), then
+    put the weights, BatchNorm statistics and RNG states back: training is the same with or without it.
+    With cuDNN autotuning each length costs seconds on a GPU, hence the progress bar."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    device = next(model.parameters()).device
+    lo, hi = frame_range
+    lengths = range(lo, hi + features.pad_align, features.pad_align)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for frames in tqdm(lengths, desc="pre-allocating", unit="length", disable=not show_progress):
+            feats = torch.randn(batch, features.n_filt, frames, device=device)
+            lens = torch.full((batch,), frames, dtype=torch.int32, device=device)
+            target_len = max(1, min(100, frames // 4))
+            targets = torch.randint(0, blank, (batch, target_len), device=device)
+            with autocast(device, amp_dtype):
+                log_probs, out_lens = model(feats, lens)
+                target_lens = torch.full((batch,), target_len, device=device)
+                loss = ctc_loss(log_probs, out_lens, targets, target_lens, blank).mean()
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    log.info("pre-allocated for %d..%d frames", lo, hi)
