@@ -62,6 +62,32 @@ def engine_of(utterance_id: str, voices: dict[str, Any]) -> str:
     return f"{voice['engine']} {voice['voice']}" if voice else "?"
 
 
+def speaker_group(utterance_id: str, voices: dict[str, Any]) -> str:
+    """The engine of an utterance's voice, with Kokoro's own voice packs apart from its blends of them."""
+    voice = voices.get(utterance_id.split("-")[0])
+    if not voice:
+        return "?"
+    if voice["engine"] == "kokoro":
+        return "kokoro blend" if "*" in voice["voice"] else "kokoro pack"
+    return voice["engine"]
+
+
+def held_out_voices(voices: dict[str, Any]) -> str:
+    """The test split's voices, named, except that an engine with many is a count of packs and blends."""
+    by_engine: dict[str, list[str]] = {}
+    for v in voices.values():
+        if v.get("split") == "test":
+            by_engine.setdefault(v["engine"], []).append(v["voice"])
+    parts = []
+    for engine, names in by_engine.items():
+        if len(names) <= 4:
+            parts += [f"{engine} {name}" for name in names]
+        else:
+            blends = sum("*" in name for name in names)
+            parts.append(f"{engine} ({len(names) - blends} voices and {blends} blends of them)")
+    return ", ".join(parts) or "none"
+
+
 def highlight(hyp: str, ref: str) -> tuple[str, str]:
     """Markdown with the words that differ in bold (substitutions, insertions, deletions)."""
     if not ref.split():
@@ -168,7 +194,7 @@ def write_report(
         if name.startswith("synth"):
             by_engine: dict[str, list[str]] = {}
             for uid in refs:
-                by_engine.setdefault(engine_of(uid, voices).split()[0], []).append(uid)
+                by_engine.setdefault(speaker_group(uid, voices), []).append(uid)
             split["by_engine"] = {e: score(greedy, refs, ids) for e, ids in sorted(by_engine.items())}
         if name == "synth-test":
             test_refs = refs
@@ -332,6 +358,8 @@ def render(
         "",
         "### By TTS engine (greedy)",
         "",
+        "Kokoro's voices are counted apart: its own voice packs, and blends of them (new speakers).",
+        "",
         "| split | engine | utterances | WER | CER |",
         "|---|---|---:|---:|---:|",
     ]
@@ -340,8 +368,7 @@ def render(
             lines.append(
                 f"| {name} | {engine} | {sc['utterances']} | {_pct(sc['wer'])} | {_pct(sc['cer'])} |"
             )
-    held_out = [f"{v['engine']} {v['voice']}" for v in voices.values() if v.get("split") == "test"]
-    lines += ["", f"Voices held out for the test split: {', '.join(held_out) or 'none'}.", ""]
+    lines += ["", f"Voices held out for the test split: {held_out_voices(voices)}.", ""]
     if len(s.get("curve", [])) >= 2:
         lines += [
             "### Error rates against training time (synth-test, greedy)",

@@ -46,3 +46,20 @@ def test_curves_run_on_training_time_across_resumed_runs(
         700 / 3
     )
     assert throughput["loader_wait_per_step_ms"] == pytest.approx(500 / 3)
+
+
+def test_kokoro_packs_and_blends_are_scored_as_groups_of_their_own() -> None:
+    voices = {
+        "201": {"engine": "flite", "voice": "rms", "split": "test"},
+        "509": {"engine": "kokoro", "voice": "af_nova", "split": "test"},
+        "510": {"engine": "kokoro", "voice": "af_sky", "split": "test"},
+        "7000": {"engine": "kokoro", "voice": "af_nova*0.40+af_sky*0.60", "split": "test"},
+        "7001": {"engine": "kokoro", "voice": "af_sky*0.50+bm_lewis*0.50", "split": "test"},
+        "7002": {"engine": "kokoro", "voice": "am_echo*0.30+bm_lewis*0.70", "split": "test"},
+        "6000": {"engine": "kokoro", "voice": "af_heart*0.50+am_adam*0.50", "split": "train"},
+    }
+    uids = ("201-3000-0001", "509-3000-0002", "7001-3000-0003")
+    groups = [report.speaker_group(uid, voices) for uid in uids]
+    assert groups == ["flite", "kokoro pack", "kokoro blend"]
+    assert report.speaker_group("999-3000-0000", voices) == "?"
+    assert report.held_out_voices(voices) == "flite rms, kokoro (2 voices and 3 blends of them)"

@@ -367,3 +367,15 @@ def test_every_catalogue_voice_renders_speech_at_the_planned_tempo(voice: Voice,
     # 1.08, its length_scale (1/speed) does not scale the whole utterance's length in proportion.
     low = 1.05 if voice.engine == "piper" else 1.15
     assert low < slow.size / fast.size < 1.35
+
+
+def test_render_speed_is_reported_per_engine(tmp_path: Path) -> None:
+    voice, other = Voice(901, "flite", "kal16"), Voice(902, "espeak", "en-us")
+    utt = Utterance("train", 0, "hello", voice, 1000, 0, 1.0, 0.0, -3.0, 0.2, 0.3, -70.0, 5)
+    summary = synthetic.Summary()
+    summary.kept["train"] = [
+        synthetic.Rendered(utt, info={"duration": 4.0}, seconds=0.5),
+        synthetic.Rendered(utt, info={"duration": 2.0}, seconds=0.5),
+        synthetic.Rendered(dataclasses.replace(utt, voice=other), info={"duration": 9.0}, cached=True),
+    ]
+    assert synthetic.render_speeds(summary) == {"flite": 6.0}  # cached utterances cost nothing

@@ -143,6 +143,7 @@ class Rendered:
     info: dict | None = None
     error: str | None = None
     cached: bool = False
+    seconds: float = 0.0  # the worker's time to render it (0 when cached)
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,7 @@ def flac_info(path: Path) -> dict:
 def render(utt: Utterance, root: Path) -> Rendered:
     """Render `utt` under `root` unless its FLAC is already there. Errors come back as values."""
     path = root / utt.fname
+    start = time.perf_counter()
     try:
         cached = path.is_file()
         if not cached:
@@ -347,7 +349,8 @@ def render(utt: Utterance, root: Path) -> Rendered:
             partial = path.with_name(f"{utt.uid}.partial.flac")
             audio.write(partial, finish(speech, utt))
             partial.replace(path)
-        return Rendered(utt, info=flac_info(path), cached=cached)
+        seconds = 0.0 if cached else time.perf_counter() - start
+        return Rendered(utt, info=flac_info(path), cached=cached, seconds=seconds)
     except Exception as e:  # one bad sentence must not stop the corpus; it is counted and reported
         return Rendered(utt, error=f"{type(e).__name__}: {e}")
 
@@ -562,6 +565,18 @@ def synthesize_corpus(opts: SynthOptions) -> Summary:
     return summary
 
 
+def render_speeds(summary: Summary) -> dict[str, float]:
+    """Audio seconds rendered per second of one worker's time, by engine (what this run rendered)."""
+    audio_s: Counter[str] = Counter()
+    worker_s: Counter[str] = Counter()
+    for results in summary.kept.values():
+        for r in results:
+            if not r.cached and r.info is not None and r.seconds > 0:
+                audio_s[r.utt.voice.engine] += r.info["duration"]
+                worker_s[r.utt.voice.engine] += r.seconds
+    return {engine: audio_s[engine] / worker_s[engine] for engine in sorted(worker_s)}
+
+
 def report(summary: Summary, opts: SynthOptions) -> None:
     """Print what was written, the speed, and what failed or was dropped."""
     for split in SPLITS:
@@ -577,6 +592,10 @@ def report(summary: Summary, opts: SynthOptions) -> None:
         f"rendered {summary.rendered_s / 3600:.3f} h of audio in {summary.wall_s:.1f} s "
         f"({speed:.1f}x real time, {opts.workers} workers); {cached} utterances were already there"
     )
+    per_engine = render_speeds(summary)
+    if per_engine:
+        rates = ", ".join(f"{engine} {rate:.1f}" for engine, rate in per_engine.items())
+        print(f"audio-s rendered per worker-s, by engine: {rates}")
     held_out: dict[str, list[str]] = {}
     for v in summary.voices:
         if v.held_out:
