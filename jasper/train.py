@@ -439,6 +439,7 @@ def train_epoch(run: Run, job: Job, epoch: int, signals: StopSignals) -> Totals:
         if progress.updates % args.eval_frequency == 0 and not job.stop_signal:
             evaluate_and_log(run, (epoch, progress.steps_done, run.steps_per_epoch), epoch)
             job.last_eval = progress.updates
+        del step  # its batch and log-probs (a skipped step's graph) must not live through the next step
     bar.close()
     return epoch_totals
 

@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${JASPER_VENV:-.venv}
 "$VENV/bin/ruff" check jasper tests benchmarks || exit 1
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=15 "$@"
 rc=$?
 if [[ $rc -eq 5 ]]; then
   echo "pytest collected no tests" >&2

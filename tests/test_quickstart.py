@@ -23,6 +23,7 @@ import pytest
 from conftest import require_shared
 
 from jasper import config
+from jasper.quickstart import corpus_dir
 from jasper.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +76,10 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     row = next(line for line in report.splitlines() if line.startswith("| synth-test |"))
     assert re.search(rf"\| {expected:.1f}% \|", row)
     assert "librispeech-real" in summary["splits"]
+    # Kokoro is opt-in (--engines ... kokoro): the default corpus keeps the four fast engines
+    assert "--engines espeak flite festival piper" in (out / "commands.sh").read_text()
+    voices = json.loads((cache / "synth" / "voices.json").read_text())["voices"]
+    assert voices and all(v["engine"] != "kokoro" for v in voices.values())
     assert summary["corpus"]["train"]["hours"] * 60 >= 20
     dev = summary["splits"]["synth-dev"]["greedy"]
     print(f"learning test: synth-dev WER {dev['wer']:.1f}%, CER {dev['cer']:.1f}% after 6 minutes")
@@ -110,3 +115,10 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     header = (out / "report.md").read_text().splitlines()[2]
     invocation = re.search(r"training ([0-9.]+) min\); training time over all runs: ([0-9.]+) min", header)
     assert invocation and float(invocation[1]) < 1 and float(invocation[2]) >= 5.5, header
+
+
+def test_each_engine_set_has_its_own_cached_corpus(tmp_path: Path) -> None:
+    assert corpus_dir(tmp_path, ["piper", "espeak", "festival", "flite"]) == tmp_path / "synth"
+    kokoro = corpus_dir(tmp_path, ["espeak", "flite", "festival", "piper", "kokoro"])
+    assert kokoro == tmp_path / "synth-espeak-festival-flite-kokoro-piper"
+    assert corpus_dir(tmp_path, ["kokoro", "kokoro"]) == tmp_path / "synth-kokoro"

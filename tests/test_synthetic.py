@@ -37,6 +37,8 @@ WORDS = (
 ).split()
 SENTENCES = [" ".join(WORDS[i : i + 6 + i % 7]) for i in range(40)]
 UID = re.compile(r"^(\d+)-(\d+)-(\d{4})$")
+# The corpus runs here use the fast engines; Kokoro (1.6x real time a core) has its own in test_kokoro.py.
+FAST = ["--engines", "espeak", "flite", "festival", "piper"]
 
 
 def installed_engines() -> list[str]:
@@ -214,7 +216,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     text = root / "sentences.txt"
     text.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     out = root / "corpus"
-    args = ["data", "synth", "--out", str(out), "--text", str(text), "--hours", "0.01", "--workers", "2"]
+    args = [
+        "data",
+        "synth",
+        "--out",
+        str(out),
+        "--text",
+        str(text),
+        "--hours",
+        "0.01",
+        "--workers",
+        "2",
+        *FAST,
+    ]
     assert main(args) == 0
     return out, text
 
@@ -293,7 +307,7 @@ def test_same_seed_gives_the_same_bytes_and_reruns_are_cached(
 ) -> None:
     out, text = corpus
     small = tmp_path / "again"
-    args = ["data", "synth", "--text", str(text), "--hours", "0.002", "--workers", "1"]
+    args = ["data", "synth", "--text", str(text), "--hours", "0.002", "--workers", "1", *FAST]
     assert main([*args, "--out", str(small)]) == 0
     flacs = sorted(small.rglob("*.flac"))
     assert flacs
@@ -301,7 +315,7 @@ def test_same_seed_gives_the_same_bytes_and_reruns_are_cached(
         assert flac.read_bytes() == (out / flac.relative_to(small)).read_bytes()
     before = {s: (out / f"synth-{s}.json").read_text(encoding="utf-8") for s in SPLITS}
     capsys.readouterr()
-    assert main(["data", "synth", "--out", str(out), "--text", str(text), "--hours", "0.01"]) == 0
+    assert main(["data", "synth", "--out", str(out), "--text", str(text), "--hours", "0.01", *FAST]) == 0
     assert "rendered 0.000 h" in capsys.readouterr().out
     assert {s: (out / f"synth-{s}.json").read_text(encoding="utf-8") for s in SPLITS} == before
 
@@ -311,7 +325,19 @@ def test_a_second_reading_extends_the_corpus_with_other_voices(
 ) -> None:
     _, text = corpus
     once, twice = tmp_path / "once", tmp_path / "twice"
-    args = ["data", "synth", "--text", str(text), "--hours", "0", "--max_sentences", "10", "--workers", "2"]
+    args = [
+        "data",
+        "synth",
+        "--text",
+        str(text),
+        "--hours",
+        "0",
+        "--max_sentences",
+        "10",
+        "--workers",
+        "2",
+        *FAST,
+    ]
     assert main([*args, "--out", str(once)]) == 0
     shutil.copytree(once, twice)
     before = {s: manifest(once, s) for s in SPLITS}
@@ -342,7 +368,19 @@ def test_the_extra_share_brings_new_sentences_before_any_is_read_again(
     shutil.copytree(out, more)
     before = manifest(out, "train")
     capsys.readouterr()
-    args = ["data", "synth", "--out", str(more), "--text", str(text), "--hours", "0.01", "--workers", "2"]
+    args = [
+        "data",
+        "synth",
+        "--out",
+        str(more),
+        "--text",
+        str(text),
+        "--hours",
+        "0.01",
+        "--workers",
+        "2",
+        *FAST,
+    ]
     assert main([*args, "--train_readings", "2"]) == 0
     cached = sum(len(manifest(out, s)) for s in SPLITS)  # the single-reading corpus is reused whole
     assert f"; {cached} utterances were already there" in capsys.readouterr().out
