@@ -124,7 +124,7 @@ def test_synth_with_kokoro_keeps_held_out_speakers_in_test(tmp_path: Path, capsy
     text.write_text("\n".join(lines * 4) + "\n".join(f"number {i} came home" for i in range(60)), "utf-8")
     out = tmp_path / "corpus"
     args = ["data", "synth", "--out", str(out), "--text", str(text), "--engines", "kokoro"]
-    assert main([*args, "--hours", "0", "--max_sentences", "40", "--workers", "2"]) == 0
+    assert main([*args, "--hours", "0", "--max_sentences", "20", "--workers", "2"]) == 0
     assert "held out for test: kokoro (30 voices)" in capsys.readouterr().out
     record = json.loads((out / "voices.json").read_text(encoding="utf-8"))["voices"]
     assert len(record) == 330

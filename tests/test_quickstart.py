@@ -2,10 +2,12 @@
 figures equal those recomputed independently from the predictions files and manifests.
 
 It is also the Training issue's learning test: the 2.5 M-parameter CPU config, trained through
-scripts/train.sh for 6 minutes on 54 minutes of TTS speech, must leave the blank plateau (CER near
+scripts/train.sh for 8 minutes on 54 minutes of TTS speech, must leave the blank plateau (CER near
 100%) well behind on the dev split. When it leaves the plateau is chaotic: the LR follows wall time,
 and three 4-minute runs of the same code on the 2-core machine left it after about 110, 150 and 220
-s (dev CER 50.4%, 57.6% and 86.1% at 4 minutes). Six minutes leave room for a late escape; the WER
+s (dev CER 50.4%, 57.6% and 86.1% at 4 minutes). Two 6-minute runs of session 7 followed the same
+losses for 150 s and then parted: one left the plateau (dev CER 58.6%), the other was still on its
+way out (80.3% in the log, 83.2% in the report). Eight minutes keep the LR high for longer; the WER
 still sits near 100% this early (one wrong letter fails a word), so only the CER is tested."""
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
         "jasper.cli",
         "quickstart",
         "--minutes",
-        "6",
+        "8",
         "--hours",
         "1",
         "--output_dir",
@@ -82,7 +84,7 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     assert voices and all(v["engine"] != "kokoro" for v in voices.values())
     assert summary["corpus"]["train"]["hours"] * 60 >= 20
     dev = summary["splits"]["synth-dev"]["greedy"]
-    print(f"learning test: synth-dev WER {dev['wer']:.1f}%, CER {dev['cer']:.1f}% after 6 minutes")
+    print(f"learning test: synth-dev WER {dev['wer']:.1f}%, CER {dev['cer']:.1f}% after 8 minutes")
     assert dev["cer"] < 80, dev
     assert summary["training"]["audio_seconds_per_second"] > 0
     # the error-rate-vs-minutes curve: kept checkpoints re-scored here, the last point is the final model
@@ -114,7 +116,7 @@ def test_quickstart_reduced_mode(tmp_path: Path) -> None:
     # its report tells this invocation's minutes (no training left) from the training time of all runs
     header = (out / "report.md").read_text().splitlines()[2]
     invocation = re.search(r"training ([0-9.]+) min\); training time over all runs: ([0-9.]+) min", header)
-    assert invocation and float(invocation[1]) < 1 and float(invocation[2]) >= 5.5, header
+    assert invocation and float(invocation[1]) < 1 and float(invocation[2]) >= 7.5, header
 
 
 def test_each_engine_set_has_its_own_cached_corpus(tmp_path: Path) -> None:
