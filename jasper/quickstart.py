@@ -48,7 +48,7 @@ EPOCHS = 1000
 # Every SAVE_EVERY-th epoch's checkpoint is kept: the report's error-rate-vs-minutes curve on the
 # unseen voices evaluates each of them.
 SAVE_EVERY = 5
-# Kokoro is opt-in: at the default budget its hour of audio cost 18 minutes of rendering for no gain.
+# Kokoro is opt-in: at the default budget its hour of audio cost about 21 minutes of rendering for no gain.
 DEFAULT_ENGINES = ("espeak", "flite", "festival", "piper")
 
 
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=ENGINES,
         default=list(DEFAULT_ENGINES),
         help="TTS engines of the corpus (default: espeak flite festival piper). Add kokoro for Kokoro-82M's "
-        "330 speakers: it renders at about 3.3x real time on 2 cores (about 18 minutes per hour of its "
+        "330 speakers: it renders at about 2.8x real time on 2 cores (about 21 minutes per hour of its "
         "audio, against seconds for the others), and 1 h of it in a 4 h corpus left the unseen-voice error "
         "where it was at the 12-minute budget (docs/benchmarks.md, 'Many voices')",
     )

@@ -30,6 +30,7 @@ from jasper.datasets.synthetic import (
     voice_weights,
 )
 from jasper.datasets.voices import CATALOGUE, VOICES, Voice
+from jasper.quickstart import DEFAULT_ENGINES
 
 WORDS = (
     "the old man walked slowly along the river bank while the children played near the mill and "
@@ -37,8 +38,14 @@ WORDS = (
 ).split()
 SENTENCES = [" ".join(WORDS[i : i + 6 + i % 7]) for i in range(40)]
 UID = re.compile(r"^(\d+)-(\d+)-(\d{4})$")
-# The corpus runs here use the fast engines; Kokoro (1.6x real time a core) has its own in test_kokoro.py.
-FAST = ["--engines", "espeak", "flite", "festival", "piper"]
+# Corpora here use the quickstart's fast engines; Kokoro (1.4 audio-s per worker-s) has test_kokoro.py.
+FAST = ["--engines", *DEFAULT_ENGINES]
+
+
+def synth_args(out: Path, text: Path, hours: str, workers: str) -> list[str]:
+    """`jasper data synth` of `text` into `out` with the fast engines."""
+    args = ["data", "synth", "--out", str(out), "--text", str(text), "--hours", hours, "--workers", workers]
+    return [*args, *FAST]
 
 
 def installed_engines() -> list[str]:
@@ -216,20 +223,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     text = root / "sentences.txt"
     text.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     out = root / "corpus"
-    args = [
-        "data",
-        "synth",
-        "--out",
-        str(out),
-        "--text",
-        str(text),
-        "--hours",
-        "0.01",
-        "--workers",
-        "2",
-        *FAST,
-    ]
-    assert main(args) == 0
+    assert main(synth_args(out, text, "0.01", "2")) == 0
     return out, text
 
 
@@ -368,19 +362,7 @@ def test_the_extra_share_brings_new_sentences_before_any_is_read_again(
     shutil.copytree(out, more)
     before = manifest(out, "train")
     capsys.readouterr()
-    args = [
-        "data",
-        "synth",
-        "--out",
-        str(more),
-        "--text",
-        str(text),
-        "--hours",
-        "0.01",
-        "--workers",
-        "2",
-        *FAST,
-    ]
+    args = synth_args(more, text, "0.01", "2")
     assert main([*args, "--train_readings", "2"]) == 0
     cached = sum(len(manifest(out, s)) for s in SPLITS)  # the single-reading corpus is reused whole
     assert f"; {cached} utterances were already there" in capsys.readouterr().out
