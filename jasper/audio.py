@@ -39,8 +39,11 @@ def load(
 
     Channels are averaged per sample (the reference averaged over the wrong axis). `offset` and
     `duration` are in seconds of the file, as in the reference's manifests; 0 means whole file.
+    NaN or infinite samples are an error: the model would turn them into a NaN transcript.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: a directory, not an audio file")
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
     try:
@@ -52,6 +55,8 @@ def load(
             samples = f.read(frames=frames, dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as e:
         raise AudioError(f"{path}: unreadable audio ({e})") from None
+    if not np.isfinite(samples).all():  # float WAVs can hold them; the features would be NaN
+        raise AudioError(f"{path}: non-finite samples (NaN or infinity)")
     audio = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if rate != sample_rate:
         audio = resample(audio, rate, sample_rate)

@@ -81,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from jasper.audio import AudioError
     from jasper.checkpoint import CheckpointError
     from jasper.config import ConfigError
+    from jasper.faults import BadInput
 
     try:
         return int(args._module.run(args) or 0)
-    except (ConfigError, CheckpointError, AudioError) as e:
-        # Expected user errors (bad config, checkpoint, audio file): one line, no traceback.
+    except (ConfigError, CheckpointError, AudioError, BadInput) as e:
+        # Expected user errors (bad config, manifest, checkpoint, audio file): one line, no traceback.
         print(f"jasper {args.command}: error: {e}", file=sys.stderr)
         return 2
 

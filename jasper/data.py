@@ -23,13 +23,14 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from jasper import audio as audio_io
+from jasper import config
 from jasper.text import Tokenizer, normalize
 
 log = logging.getLogger(__name__)
 
 
-class ManifestError(ValueError):
-    """A manifest that cannot be used; the message names the file and the entry."""
+class ManifestError(config.ConfigError):
+    """A manifest that cannot be used; the message names the file and the entry (or line)."""
 
 
 @dataclass
@@ -200,6 +201,14 @@ def load_utterances(
     return out, stats
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An item whose audio failed to load (`AudioDataset(skip_bad=True)`): its index and the error."""
+
+    index: int
+    error: str
+
+
 class AudioDataset(Dataset):
     """Items `(audio float32 [L], transcript ids int64 [S], index)` with the configured perturbations.
 
@@ -232,7 +241,7 @@ class AudioDataset(Dataset):
     def durations(self) -> list[float]:
         return [u.duration for u in self.utterances]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int] | Unreadable:
         utt = self.utterances[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         choice = int(rng.integers(len(utt.paths))) if len(utt.paths) > 1 else 0
@@ -246,8 +255,7 @@ class AudioDataset(Dataset):
                 raise audio_io.AudioError(f"{utt.paths[choice]}: no audio (empty or all silence)")
         except audio_io.AudioError as e:
             if self.skip_bad:
-                log.warning("skipping: %s", e)
-                return None
+                return Unreadable(index, str(e))
             raise
         if self.augment:
             samples = self._perturb(samples, rng)
@@ -288,7 +296,11 @@ class Batch:
     targets: torch.Tensor
     target_lens: torch.Tensor
     indices: torch.Tensor
-    skipped: int = 0
+    failures: tuple[Unreadable, ...] = ()
+
+    @property
+    def skipped(self) -> int:
+        return len(self.failures)
 
     def pin_memory(self) -> Batch:
         return Batch(
@@ -297,7 +309,7 @@ class Batch:
             self.targets.pin_memory(),
             self.target_lens.pin_memory(),
             self.indices,
-            self.skipped,
+            self.failures,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
@@ -308,17 +320,17 @@ class Batch:
             self.targets.to(**kw),
             self.target_lens.to(**kw),
             self.indices,
-            self.skipped,
+            self.failures,
         )
 
     def __len__(self) -> int:
         return self.audio.shape[0]
 
 
-def collate(items: list[tuple[torch.Tensor, torch.Tensor, int] | None]) -> Batch:
-    """Zero-pad audio and targets on the right; items that failed to load (None) are counted."""
-    good = [it for it in items if it is not None]
-    skipped = len(items) - len(good)
+def collate(items: list[tuple[torch.Tensor, torch.Tensor, int] | Unreadable]) -> Batch:
+    """Zero-pad audio and targets on the right; items that failed to load travel as `failures`."""
+    good = [it for it in items if not isinstance(it, Unreadable)]
+    failures = tuple(it for it in items if isinstance(it, Unreadable))
     audio_lens = torch.tensor([a.shape[0] for a, _, _ in good], dtype=torch.int32)
     target_lens = torch.tensor([t.shape[0] for _, t, _ in good], dtype=torch.int32)
     audio = torch.zeros(len(good), int(audio_lens.max()) if good else 0)
@@ -327,7 +339,7 @@ def collate(items: list[tuple[torch.Tensor, torch.Tensor, int] | None]) -> Batch
         audio[i, : a.shape[0]] = a
         targets[i, : t.shape[0]] = t
     indices = torch.tensor([idx for _, _, idx in good], dtype=torch.int64)
-    return Batch(audio, audio_lens, targets, target_lens, indices, skipped)
+    return Batch(audio, audio_lens, targets, target_lens, indices, failures)
 
 
 class BucketingBatchSampler(Sampler[list[int]]):

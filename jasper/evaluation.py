@@ -7,6 +7,7 @@ the edit counts are summed, so N processes give exactly the WER of one.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from jasper.data import Batch
 from jasper.decoding import greedy_decode
 from jasper.metrics import ErrorRate, char_errors, word_errors
 from jasper.text import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def ctc_loss(
@@ -82,6 +85,10 @@ def evaluate(
     refs: dict[int, str] = {}
     batch: Batch
     for batch in loader:
+        for failure in batch.failures:  # a dataset with skip_bad: the file is left out of the scores
+            log.warning("skipping unreadable utterance: %s", failure.error)
+        if len(batch) == 0:
+            continue
         batch = batch.to(device, non_blocking=True)
         feats, feat_lens = features(batch.audio, batch.audio_lens)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):

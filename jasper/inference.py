@@ -47,6 +47,7 @@ from torch.utils.data import Sampler
 from jasper import checkpoint, config, distributed
 from jasper.data import AudioDataset, Batch, build_loader, load_utterances, unique_ids
 from jasper.decoding import decode_ids, greedy_ids
+from jasper.faults import Skipped
 from jasper.features import FilterbankFeatures
 from jasper.metrics import char_errors, word_errors
 from jasper.model import Jasper
@@ -100,6 +101,7 @@ class Outputs:
 
     hypotheses: dict[int, str] = field(default_factory=dict)
     logits: dict[int, np.ndarray] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # utterances whose audio could not be read
     timings: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
 
@@ -136,7 +138,11 @@ def run_batches(
         batches, iterations = iter(loader), len(loader)
     t0 = time.perf_counter()
     for it in range(iterations):
-        batch = next(batches).to(device, non_blocking=True)
+        batch = next(batches)
+        out.failures += [f.error for f in batch.failures]
+        if len(batch) == 0:
+            continue
+        batch = batch.to(device, non_blocking=True)
         feats, feat_lens = features(batch.audio, batch.audio_lens)
         synchronize(device)
         t1 = time.perf_counter()
@@ -167,13 +173,14 @@ def gather(outputs: Outputs, ctx: distributed.Context) -> Outputs:
     if not ctx.distributed:
         return outputs
     parts: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
-    dist.gather_object((outputs.hypotheses, outputs.logits), parts, dst=0)
+    dist.gather_object((outputs.hypotheses, outputs.logits, outputs.failures), parts, dst=0)
     if not ctx.is_main:
         return outputs
     merged = Outputs(timings=outputs.timings)
-    for hyps, logits in parts:
+    for hyps, logits, failures in parts:
         merged.hypotheses.update(hyps)
         merged.logits.update(logits)
+        merged.failures += failures
     return merged
 
 
@@ -385,6 +392,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write OUTPUT_DIR/<config stem>_{fp16|fp32}_{feat,acoustic,decoder}.pt and continue",
     )
     config.add_override_argument(parser)
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first missing or unreadable audio file (default: report it, leave it out of "
+        "the WER and predictions, go on, exit 3)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="data loader processes (default: %(default)s)")
     beam = parser.add_argument_group("beam search with an n-gram LM (jasper lm build)")
     beam.add_argument(
@@ -458,10 +471,15 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         )
 
     ds_cfg = config.section(cfg, "input_val", "audio_dataset")
-    utterances, stats = load_utterances(args.val_manifests, args.dataset_dir or ".", tokenizer, ds_cfg)
+    skipped = Skipped("infer", strict=args.strict)
+    utterances, stats = load_utterances(
+        args.val_manifests, args.dataset_dir or ".", tokenizer, ds_cfg, skip_bad=not args.strict
+    )
     if ctx.is_main:
         print(f"dataset: {stats.summary()}", flush=True)
-    dataset = AudioDataset(utterances, ds_cfg)
+        for message in stats.skipped:
+            skipped.add(message.split(": ", 1)[0], message)
+    dataset = AudioDataset(utterances, ds_cfg, skip_bad=not args.strict)
     sampler = BatchShardSampler(
         dataset.durations(), args.batch_size, ctx.world_size, ctx.rank, drop_last=args.steps > 0
     )
@@ -481,6 +499,8 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     outputs = gather(outputs, ctx)
     if not ctx.is_main:
         return 0
+    for message in outputs.failures:
+        skipped.add(message.split(": ", 1)[0], message)
     order = sorted(outputs.hypotheses)
     if args.decoder == "beam":
         from jasper.decoding import BeamSearchDecoder
@@ -529,7 +549,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     if args.save_logits:
         save_logits(args.save_logits, ids, [outputs.logits[i] for i in order])
         print(f"logits: {args.save_logits}")
-    return 0
+    return skipped.finish(len(order), "utterances")
 
 
 def _transcribe_files(
@@ -553,13 +573,23 @@ def _transcribe_files(
                 f"--transcribe_filelist: cannot read {args.transcribe_filelist} ({e})"
             ) from None
         paths = [Path(line.strip()) for line in lines if line.strip()]
+    skipped = Skipped("infer", strict=args.strict)
     results = iter_transcribe(
-        paths, model, features, tokenizer, CHUNK_SECONDS, CHUNK_OVERLAP, args.pad_leading, stride
+        paths,
+        model,
+        features,
+        tokenizer,
+        CHUNK_SECONDS,
+        CHUNK_OVERLAP,
+        args.pad_leading,
+        stride,
+        on_error=skipped.add,
     )
-    texts = []
+    stems, texts = [], []
     for n, result in enumerate(results, 1):
         print(f"Prediction {n:>3}: {result.text}", flush=True)
+        stems.append(result.path.stem)
         texts.append(result.text)
     if args.save_predictions:
-        write_predictions(args.save_predictions, [p.stem for p in paths], texts)
-    return 0
+        write_predictions(args.save_predictions, stems, texts)
+    return skipped.finish(len(texts))

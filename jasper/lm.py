@@ -22,6 +22,7 @@ An LM directory (`build --out`) holds:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+from jasper.faults import Skipped
 from jasper.ngram import (
     ARPA,
     BINARY,
@@ -92,14 +94,44 @@ def find_tool(name: str) -> Path:
     raise LMError(f"KenLM's {name} is not installed: run `bash scripts/setup_kenlm.sh` (or set KENLM_BIN)")
 
 
-def sentences(paths: Iterable[str | Path], labels: Sequence[str] = ENGLISH_LABELS) -> Iterator[str]:
-    """Normalised, non-empty lines of text files (`.gz` read as gzip), one sentence a line."""
-    for path in paths:
-        with open_text(Path(path)) as f:
-            for line in f:
-                text = normalize(line, labels)
-                if text:
-                    yield text
+def sentences(
+    paths: Iterable[str | Path], labels: Sequence[str] = ENGLISH_LABELS, skipped: Skipped | None = None
+) -> Iterator[str]:
+    """Normalised, non-empty lines of text files (`.gz` read as gzip), one sentence a line.
+
+    A missing or unreadable file, and lines that are not UTF-8 text (undecodable bytes, NUL), raise
+    `LMError`, or are left out and reported to `skipped` when given: a corrupt gzip's lines before
+    the damage are used.
+    """
+    for path in map(Path, paths):
+        if not path.is_file():
+            _bad(skipped, path, "no such text file")
+            continue
+        read = bad = 0
+        try:
+            with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as f:
+                for raw in f:
+                    read += 1
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        line = "\x00"
+                    if "\x00" in line:
+                        bad += 1
+                        continue
+                    text = normalize(line, labels)
+                    if text:
+                        yield text
+        except (OSError, EOFError) as e:
+            _bad(skipped, path, f"unreadable after line {read} ({e}); the lines before are used")
+        if bad:
+            _bad(skipped, path, f"not text ({bad} of {read} lines undecodable or with NUL bytes, left out)")
+
+
+def _bad(skipped: Skipped | None, path: Path, reason: str) -> None:
+    if skipped is None:
+        raise LMError(f"{path}: {reason}")
+    skipped.add(path, LMError(f"{path}: {reason}"))
 
 
 def _check_prune(prune: Sequence[int], order: int) -> list[int]:
@@ -167,29 +199,29 @@ def build_lm(
     memory: str = "1G",
     binary_type: str = "trie",
     discount_fallback: bool = False,
+    skipped: Skipped | None = None,
 ) -> LMInfo:
     """Build an LM directory (see the module docstring) from text files.
 
     lmplz refuses corpora whose count statistics cannot give Kneser-Ney discounts (tiny or artificial
     ones); then the build is redone with lmplz's fallback discounts (0.5, 1, 1.5) and `lm.json` says
-    so. `discount_fallback` uses them from the start.
+    so. `discount_fallback` uses them from the start. Bad text files and lines raise `LMError`, or
+    go to `skipped` when given (see `sentences`).
     """
     if not 1 <= order <= MAX_ORDER:
         raise LMError(f"order must be between 1 and {MAX_ORDER}, got {order}")
     prune = _check_prune(prune, order)
-    for path in text_files:
-        if not Path(path).is_file():
-            raise LMError(f"{path}: no such text file")
     out = _fresh_dir(out_dir)
     with (out / LOG).open("w") as log:
         n_sentences, n_words, failed = _lmplz(
-            sentences(text_files, labels), out, order, prune, memory, discount_fallback, log
+            sentences(text_files, labels, skipped), out, order, prune, memory, discount_fallback, log
         )
         if failed:
             print("lmplz cannot estimate discounts on this small corpus: rebuilding with --discount_fallback")
             discount_fallback = True
+            again = None if skipped is None else Skipped(skipped.tool, echo=False)  # reported once
             n_sentences, n_words, _ = _lmplz(
-                sentences(text_files, labels), out, order, prune, memory, discount_fallback, log
+                sentences(text_files, labels, again), out, order, prune, memory, discount_fallback, log
             )
         _binary_and_unigrams(out, memory, binary_type, log)
     info = LMInfo(
@@ -393,6 +425,12 @@ def _add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model_config", help="normalise to this config's labels (default: English, a-z ' and space)"
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first missing or unreadable text file or undecodable line (default: report "
+        "it, leave it out, build from the rest, exit 3)",
+    )
 
 
 def _add_tune_arguments(p: argparse.ArgumentParser) -> None:
@@ -471,6 +509,7 @@ def _run_build(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n}-grams {c}" for n, c in sorted(info.ngrams.items()))
         print(f"imported an order-{info.order} LM: {counts}")
         return _print_written(args.out)
+    skipped = Skipped("lm build", strict=args.strict)
     info = build_lm(
         args.text,
         args.out,
@@ -480,10 +519,12 @@ def _run_build(args: argparse.Namespace) -> int:
         memory=args.memory,
         binary_type=args.binary_type,
         discount_fallback=args.discount_fallback,
+        skipped=skipped,
     )
     counts = ", ".join(f"{n}-grams {c}" for n, c in sorted(info.ngrams.items()))
     print(f"{info.sentences} sentences, {info.words} words -> order-{info.order} LM: {counts}")
-    return _print_written(args.out)
+    _print_written(args.out)
+    return skipped.finish(len(args.text) - len({item for item, _ in skipped.items}), "text files")
 
 
 def _print_written(out: str) -> int:

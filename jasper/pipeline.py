@@ -29,7 +29,7 @@ import copy
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,17 +220,26 @@ def iter_transcribe(
     pad_leading: int = PAD_LEADING,
     stride: int | None = None,
     beam_decoder: Any = None,
+    on_error: Callable[[Path, audio_io.AudioError], None] | None = None,
 ) -> Iterator[Result]:
     """`transcribe`, one result at a time (for printing as files finish).
 
     With a `jasper.decoding.BeamSearchDecoder`, the text comes from beam search (with its LM); word
     times still come from the greedy alignment, so they are given only when both agree on the words.
+    A file that cannot be read raises its `AudioError`; with `on_error`, it is handed to
+    `on_error(path, error)` instead and the next file follows (a batch tool's skip-and-go-on).
     """
     stride = stride or output_stride(model)
     frame_seconds = features.hop_length * stride / features.sample_rate
     offset = pad_leading * features.hop_length / features.sample_rate
     for path in paths:
-        audio = audio_io.load(path, features.sample_rate)
+        try:
+            audio = audio_io.load(path, features.sample_rate)
+        except audio_io.AudioError as e:
+            if on_error is None:
+                raise
+            on_error(Path(path), e)
+            continue
         duration = audio.size / features.sample_rate
         if audio.size == 0:
             yield Result(Path(path), "", 0.0)

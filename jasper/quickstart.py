@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jasper.datasets.synthetic import ENGINES, SynthOptions, budgets
+from jasper.faults import SKIPPED_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -399,7 +400,7 @@ class CommandLog:
         )
         print(f"$ {line}", flush=True)
         rc = subprocess.run(words, env={**os.environ, **(env or {})}, cwd=REPO).returncode
-        if check and rc != 0:
+        if check and rc not in (0, SKIPPED_EXIT):  # skipped inputs were reported; the rest is usable
             raise SystemExit(f"quickstart: command failed with exit code {rc}: {line}")
         return rc
 

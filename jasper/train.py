@@ -265,7 +265,7 @@ def _build_data(
     world, rank, accum = ctx.world_size, ctx.rank, args.grad_accumulation_steps
     train_data_cfg = config.section(cfg, "input_train", "audio_dataset")
     val_data_cfg = config.section(cfg, "input_val", "audio_dataset")
-    skip_bad = args.skip_bad_files
+    skip_bad = not args.strict
     train_utts, train_stats = load_utterances(
         args.train_manifests, args.dataset_dir, tokenizer, train_data_cfg, skip_bad=skip_bad
     )
@@ -469,7 +469,7 @@ def train_step(run: Run, batches: Any, lr: float) -> Step:
     """One update at `lr`: its micro-batches forward and backward, then the optimizer (or a skip).
 
     A step is skipped by every rank together when any rank's loss is infinite or NaN, or when all of
-    a micro-batch's files failed on some rank (--skip_bad_files).
+    a micro-batch's files failed on some rank (each failed file is a warning and a count).
     """
     args, device, model, raw_model = run.args, run.ctx.device, run.model, run.raw_model
     assert model is not None, "start(run) wraps the model before the first step"
@@ -483,7 +483,9 @@ def train_step(run: Run, batches: Any, lr: float) -> Step:
         batch: Batch = next(batches)
         step.wait += time.perf_counter() - fetch_start
         step.bad_files += batch.skipped
-        if args.skip_bad_files:  # every file of a batch failed on some rank: all ranks skip the step
+        for failure in batch.failures:
+            log.warning("skipping unreadable utterance: %s", failure.error)
+        if not args.strict:  # every file of a batch failed on some rank: all ranks skip the step
             step.ok = step.ok and distributed.all_true(len(batch) > 0, device)
         if not step.ok:
             continue

@@ -46,9 +46,10 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
         help="data loader worker processes per rank (0: load in-process)",
     )
     g.add_argument(
-        "--skip_bad_files",
+        "--strict",
         action="store_true",
-        help="skip (and count) missing or unreadable audio files instead of stopping",
+        help="stop at the first missing or unreadable audio file (default: skip it with a warning; "
+        "each epoch's record counts the skipped files; a missing manifest or config always stops)",
     )
     g.add_argument(
         "--dali_device",

@@ -3,7 +3,9 @@
 The everyday command. Its Python form is `jasper.pipeline` (`load(ckpt).transcribe(paths)`), which
 also says how long recordings are chunked and how word timings are found. This module adds what a
 command needs around it: directories searched recursively for audio files, output formats (text,
-or JSON with word times), and errors that name the file.
+or JSON with word times), and errors that name the file. A file that cannot be read is reported
+on stderr and skipped, the others are still transcribed, and the exit code is 3 when anything was
+skipped (`jasper.faults`); `--strict` stops at the first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import soundfile as sf
 
 from jasper import audio as audio_io
 from jasper import config
+from jasper.faults import Skipped
 from jasper.pipeline import CHUNK_OVERLAP, CHUNK_SECONDS, PAD_LEADING, iter_transcribe, load
 
 # Suffixes searched for in directories, each kept only if the installed libsndfile reads its format.
@@ -46,22 +49,33 @@ NO_CHECKPOINT = (
 )
 
 
-def audio_files(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
-    """(file, name relative to its input) for each file given and each audio file under each directory."""
+def audio_files(inputs: Iterable[str | Path], skipped: Skipped | None = None) -> list[tuple[Path, Path]]:
+    """(file, name relative to its input) for each file given and each audio file under each directory.
+
+    An input that is neither (or a directory without audio) raises its `AudioError`, or goes to
+    `skipped` when one is given.
+    """
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
-            if not files:
-                raise audio_io.AudioError(
-                    f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it"
+        try:
+            if path.is_dir():
+                files = sorted(
+                    f for f in path.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
                 )
-            found += [(f, f.relative_to(path)) for f in files]
-        elif path.is_file():
-            found.append((path, Path(path.name)))
-        else:
-            raise audio_io.AudioError(f"{path}: no such file or directory")
+                if not files:
+                    raise audio_io.AudioError(
+                        f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in it"
+                    )
+                found += [(f, f.relative_to(path)) for f in files]
+            elif path.is_file():
+                found.append((path, Path(path.name)))
+            else:
+                raise audio_io.AudioError(f"{path}: no such file or directory")
+        except audio_io.AudioError as e:
+            if skipped is None:
+                raise
+            skipped.add(path, e)
     return found
 
 
@@ -121,6 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's tuned.json)")
     parser.add_argument("--beta", type=float, default=None, help="word bonus (default: the LM's tuned.json)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable input (default: report it on stderr, skip it, go on, exit 3)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if 0 < args.chunk_seconds <= args.chunk_overlap:
         raise config.ConfigError("--chunk_overlap must be shorter than --chunk_seconds")
-    files = audio_files(args.inputs)
+    skipped = Skipped("transcribe", strict=args.strict)
+    files = audio_files(args.inputs, skipped)
     pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, args.amp)
     beam = None
     if args.lm:
@@ -147,9 +167,14 @@ def run(args: argparse.Namespace) -> int:
         args.chunk_overlap,
         args.pad_leading,
         beam_decoder=beam,
+        on_error=skipped.add,
     )
+    names = {path: name for path, name in files}
     out_dir = Path(args.output_dir) if args.output_dir else None
-    for (_, name), result in zip(files, results, strict=True):
+    done = 0
+    for result in results:
+        done += 1
+        name = names[result.path]
         if out_dir is None:
             line = json.dumps(result.to_json()) if args.format == "json" else f"{result.path}\t{result.text}"
             print(line, flush=True)
@@ -159,4 +184,4 @@ def run(args: argparse.Namespace) -> int:
         body = json.dumps(result.to_json(), indent=1) if args.format == "json" else result.text
         target.write_text(body + "\n")
         print(f"{result.path} -> {target}", file=sys.stderr)
-    return 0
+    return skipped.finish(done)

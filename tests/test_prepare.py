@@ -151,15 +151,21 @@ def test_bad_inputs_are_reported_and_the_rest_converted(tmp_path: Path, capsys) 
         "--parallel",
         2,
     )
-    assert rc == 2
+    assert rc == 3  # finished, with skipped inputs (jasper.faults.SKIPPED_EXIT)
     err = capsys.readouterr().err
-    assert "4 utterance(s) failed" in err
+    assert "1 utterances done, 4 skipped" in err
     for path in (garbage, truncated, missing):
         assert str(path) in err
     assert f"{missing}: no such audio file (listed at {trans}:4)" in err
     assert f"{trans}:5: no transcript" in err
     entries = json.loads(manifest.read_text())
     assert [e["files"][0]["fname"] for e in entries] == ["wav/1988/24833/1988-24833-0000.wav"]
+
+    strict = tmp_path / "strict.json"
+    args = ["--input_dir", tmp_path / "in", "--dest_dir", tmp_path / "wav2", "--output_json", strict]
+    assert main(["data", "prepare", *map(str, args), "--parallel", "1", "--strict"]) == 2
+    assert f"{trans}:5: no transcript" in capsys.readouterr().err
+    assert not strict.exists()
 
 
 def test_shell_script_applies_speeds_to_train_subsets(tmp_path: Path) -> None:

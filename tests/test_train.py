@@ -291,18 +291,24 @@ def test_infinite_loss_step_is_skipped_and_counted(corpus: SimpleNamespace, tmp_
     assert len(logged(out / "nvlog.json", "train_lrate")) == 4
 
 
-def test_unreadable_file_is_skipped_with_skip_bad_files(corpus: SimpleNamespace, tmp_path: Path) -> None:
+def test_unreadable_file_is_skipped_with_a_counted_warning(
+    corpus: SimpleNamespace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"not audio")
     rows = [*corpus.rows[:3], {"audio_filepath": str(bad), "duration": 2.0, "text": "hello"}]
     manifest = write_manifest(tmp_path / "bad.json", rows)
-    out = tmp_path / "out"
-    assert main(train_args(corpus, out, manifest, "--batch_size", "1", "--epochs", "1")) == 2  # no skipping
-    assert (
-        main(train_args(corpus, out, manifest, "--batch_size", "1", "--epochs", "1", "--skip_bad_files")) == 0
+    strict = train_args(
+        corpus, tmp_path / "strict", manifest, "--batch_size", "1", "--epochs", "1", "--strict"
     )
+    assert main(strict) == 2
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        assert main(train_args(corpus, out, manifest, "--batch_size", "1", "--epochs", "1")) == 0
+    assert f"skipping unreadable utterance: {bad}: unreadable audio" in caplog.text
     ckpt = checkpoint.read(out / "Jasper_epoch1_checkpoint.pt")
     assert ckpt["skipped_files"] == 1 and ckpt["skipped_steps"] == 1  # its batch had nothing else
+    assert logged(out / "nvlog.json", "train_avg_skipped_files") == [1]  # the epoch record counts it
 
 
 def test_time_limit_stops_with_checkpoint_and_final_eval(corpus: SimpleNamespace, tmp_path: Path) -> None:
@@ -353,7 +359,7 @@ def test_help_covers_every_reference_argument(capsys: pytest.CaptureFixture[str]
         "no-cudnn_benchmark",
         "amp_dtype",
         "time_limit_minutes",
-        "skip_bad_files",
+        "strict",
     ]:
         assert f"--{name}" in text, name
 

@@ -9,9 +9,10 @@ that training is pointed at.
 
 Where this differs on purpose: soundfile + soxr (jasper.audio) do the work of sox, so sox is not
 needed. Entries are sorted by utterance id. A WAV is written under a temporary name and renamed,
-so a re-run can trust and skip any WAV it finds. A missing or corrupt FLAC is reported by path in
-a summary, the other utterances are still converted, and the exit code is 2. The manifest is
-written atomically and holds the good utterances. Exit code 1 means there was nothing to convert.
+so a re-run can trust and skip any WAV it finds. A missing or corrupt FLAC is reported by path on
+stderr, the other utterances are still converted, and the exit code is 3 (`jasper.faults`); the
+manifest is written atomically and holds the good utterances. `--strict` stops at the first bad
+utterance instead, writing no manifest (exit code 2). Exit code 1 means there was nothing to convert.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from jasper import audio
 from jasper.data import write_manifest
+from jasper.faults import Skipped
 
 BITDEPTH = 16  # audio.write's PCM_16
 
@@ -157,19 +160,38 @@ def convert(utt: Utterance, opts: PrepareOptions) -> tuple[str, dict | str]:
     }
 
 
-def prepare(opts: PrepareOptions) -> tuple[list[dict], list[str]]:
-    """Convert every utterance under `opts.input_dir`; returns the manifest entries (by id) and errors."""
+def prepare(opts: PrepareOptions, strict: bool = False) -> tuple[list[dict], list[str]]:
+    """Convert every utterance under `opts.input_dir`; returns the manifest entries (by id) and errors.
+
+    With `strict`, conversion stops at the first error (the workers are terminated).
+    """
     utterances, errors = find_utterances(opts.input_dir)
+    if strict and errors:
+        return [], errors[:1]
     work = partial(convert, opts=opts)
     bar = partial(tqdm, total=len(utterances), unit="utt", desc=f"prepare {opts.input_dir.name}")
-    if opts.parallel > 1 and len(utterances) > 1:
-        with Pool(opts.parallel) as pool:
-            outcomes = list(bar(pool.imap_unordered(work, utterances, chunksize=4)))
-    else:
-        outcomes = list(bar(map(work, utterances)))
+    outcomes = []
+    with Pool(opts.parallel) if opts.parallel > 1 and len(utterances) > 1 else _InProcess() as pool:
+        for outcome in bar(pool.imap_unordered(work, utterances, chunksize=4)):
+            outcomes.append(outcome)
+            if strict and isinstance(outcome[1], str):
+                return [], [outcome[1]]
     outcomes.sort(key=lambda pair: pair[0])
     errors += [outcome for _, outcome in outcomes if isinstance(outcome, str)]
     return [outcome for _, outcome in outcomes if isinstance(outcome, dict)], errors
+
+
+class _InProcess:
+    """`Pool`'s `imap_unordered` in this process, for one worker (no fork, tracebacks as they are)."""
+
+    def __enter__(self) -> _InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def imap_unordered(self, fn: Any, items: Any, chunksize: int = 1) -> Any:
+        return map(fn, items)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +219,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target_sr", type=int, default=audio.SAMPLE_RATE, help="output sample rate")
     parser.add_argument("--overwrite", action="store_true", help="rewrite WAVs that already exist")
     parser.add_argument("--parallel", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first missing or unreadable FLAC and write no manifest (default: report it, "
+        "leave it out of the manifest, go on, exit 3)",
+    )
 
 
 def _positive_float(text: str) -> float:
@@ -219,16 +247,14 @@ def run(args: argparse.Namespace) -> int:
     if not opts.input_dir.is_dir():
         print(f"error: {opts.input_dir}: no such directory", file=sys.stderr)
         return 1
-    entries, errors = prepare(opts)
+    entries, errors = prepare(opts, strict=args.strict)
     if not entries and not errors:
         print(f"error: {opts.input_dir}: no *.trans.txt files, nothing to convert", file=sys.stderr)
         return 1
+    skipped = Skipped("data prepare", strict=args.strict)
+    for message in errors:  # each names its file (and the transcript line that lists it)
+        skipped.add(message.split(": ", 1)[0], message)
     write_manifest(entries, opts.manifest_path)
     hours = sum(e["original_duration"] for e in entries) / 3600
     print(f"{opts.manifest_path}: {len(entries)} utterances ({hours:.2f} h), WAVs under {opts.dest_dir}")
-    if errors:
-        print(f"{len(errors)} utterance(s) failed and are not in the manifest:", file=sys.stderr)
-        for message in errors:
-            print(f"  {message}", file=sys.stderr)
-        return 2
-    return 0
+    return skipped.finish(len(entries), "utterances")

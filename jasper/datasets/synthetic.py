@@ -70,6 +70,7 @@ from tqdm import tqdm
 from jasper import audio
 from jasper.data import write_manifest
 from jasper.datasets.voices import CATALOGUE, RENDERERS, SETUP_HINT, Voice, engine_missing, probe
+from jasper.faults import Skipped
 from jasper.text import normalize
 
 SAMPLE_RATE = audio.SAMPLE_RATE
@@ -404,12 +405,17 @@ def budgets(opts: SynthOptions) -> dict[str, tuple[float, int]]:
 
 
 def render_in_order(
-    plans: dict[str, list[Utterance]], opts: SynthOptions, pool: ProcessPoolExecutor, summary: Summary
+    plans: dict[str, list[Utterance]],
+    opts: SynthOptions,
+    pool: ProcessPoolExecutor,
+    summary: Summary,
+    skipped: Skipped,
 ) -> None:
     """Render each split's plan in order until its budget is reached, `workers` at a time.
 
     Results are consumed in plan order, so where a split stops depends only on the audio, not on
-    the timing of the workers: the corpus is the same for any --workers.
+    the timing of the workers: the corpus is the same for any --workers. An utterance the engine
+    fails on goes to `skipped` (reported at once; with `strict` it stops the run).
     """
     limits = budgets(opts)
     total = sum(limits[s][0] for s in SPLITS if plans[s])
@@ -439,6 +445,7 @@ def render_in_order(
             if full[split]:
                 continue  # rendered ahead of the cut; pruned afterwards
             if result.info is None:
+                skipped.add(f"{result.utt.fname} ({result.utt.voice.label})", result.error or "failed")
                 summary.failures.append(result)
                 bar.set_postfix(failed=len(summary.failures))
                 continue
@@ -529,8 +536,13 @@ def check_cache(root: Path, record: dict) -> None:
         )
 
 
-def synthesize_corpus(opts: SynthOptions) -> Summary:
-    """Render the corpus described by `opts` under `opts.out` and write its manifests."""
+def synthesize_corpus(opts: SynthOptions, skipped: Skipped | None = None) -> Summary:
+    """Render the corpus described by `opts` under `opts.out` and write its manifests.
+
+    Utterances that fail to render are left out and given to `skipped` (default: reported on
+    stderr); a strict `skipped` stops at the first, before any manifest is written.
+    """
+    skipped = skipped or Skipped("data synth")
     text_paths = opts.text or (DEFAULT_TEXT,)
     for path in text_paths:
         if not Path(path).is_file():
@@ -553,7 +565,7 @@ def synthesize_corpus(opts: SynthOptions) -> Summary:
         (opts.out / "voices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         plans = plan_corpus(sentences, summary.voices, opts.seed, opts.train_readings)
         try:
-            render_in_order(plans, opts, pool, summary)
+            render_in_order(plans, opts, pool, summary, skipped)
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -616,8 +628,6 @@ def report(summary: Summary, opts: SynthOptions) -> None:
         per_voice = Counter(r.utt.voice.label for r in summary.failures)
         counts = ", ".join(f"{label}: {n}" for label, n in per_voice.most_common())
         print(f"{len(summary.failures)} utterances failed and were skipped ({counts})", file=sys.stderr)
-        for r in summary.failures[:5]:
-            print(f"  {r.utt.uid} ({r.utt.voice.label}): {r.error}", file=sys.stderr)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -664,6 +674,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=defaults.workers, help="parallel processes (default: CPU count)"
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first utterance an engine fails to render, writing no manifest (default: "
+        "report it, leave it out, go on, exit 3)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -683,8 +699,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
     )
+    skipped = Skipped("data synth", strict=args.strict)
     try:
-        summary = synthesize_corpus(opts)
+        summary = synthesize_corpus(opts, skipped)
     except SynthError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -693,4 +710,4 @@ def run(args: argparse.Namespace) -> int:
         return 130
     report(summary, opts)
     kept = sum(len(rs) for rs in summary.kept.values())
-    return 0 if kept else 1
+    return skipped.finish(kept, "utterances") if kept else 1
