@@ -110,7 +110,11 @@ def load_state_dict(
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to a temp file in the same directory, fsync, then rename over `path`."""
+    """`torch.save` to a temp file in the same directory, fsync, then rename over `path`.
+
+    A save that fails (a full disk, a file size limit) leaves `path` as it was, removes the temp
+    file and raises `CheckpointError` saying so.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -125,6 +129,10 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except (OSError, RuntimeError) as e:  # torch.save turns a failed write into a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing was written"
+        raise CheckpointError(f"{path}: saving the checkpoint failed ({e}); {kept}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -185,10 +185,10 @@ def gather(outputs: Outputs, ctx: distributed.Context) -> Outputs:
 
 
 def write_predictions(path: str | Path, ids: Sequence[str], texts: Sequence[str]) -> None:
-    """`<id>\\t<text>` per line, in the given order."""
+    """`<id>\\t<text>` per line, in the given order; a repeated id gets `#2`, `#3`, ... (`unique_ids`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{i}\t{t}\n" for i, t in zip(ids, texts, strict=True)))
+    path.write_text("".join(f"{i}\t{t}\n" for i, t in zip(unique_ids(ids), texts, strict=True)))
 
 
 def save_logits(path: str | Path, ids: Sequence[str], logits: Sequence[np.ndarray]) -> None:
