@@ -54,8 +54,9 @@ class Skipped:
         if self.echo:
             print(f"jasper {self.tool}: skipped {item}: {reason}", file=sys.stderr, flush=True)
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def add_message(self, message: str) -> None:
+        """`add` for an error that came as text (`<path>: <reason>`, from a worker): the path leads it."""
+        self.add(message.split(": ", 1)[0], message)
 
     def summary(self, done: int, noun: str = "files") -> str:
         """`12 files done, 2 skipped (unreadable audio: 1, non-finite samples: 1)`."""

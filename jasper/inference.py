@@ -478,7 +478,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     if ctx.is_main:
         print(f"dataset: {stats.summary()}", flush=True)
         for message in stats.skipped:
-            skipped.add(message.split(": ", 1)[0], message)
+            skipped.add_message(message)
     dataset = AudioDataset(utterances, ds_cfg, skip_bad=not args.strict)
     sampler = BatchShardSampler(
         dataset.durations(), args.batch_size, ctx.world_size, ctx.rank, drop_last=args.steps > 0
@@ -500,7 +500,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     if not ctx.is_main:
         return 0
     for message in outputs.failures:
-        skipped.add(message.split(": ", 1)[0], message)
+        skipped.add_message(message)
     order = sorted(outputs.hypotheses)
     if args.decoder == "beam":
         from jasper.decoding import BeamSearchDecoder

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     skipped = Skipped("data prepare", strict=args.strict)
     for message in errors:  # each names its file (and the transcript line that lists it)
-        skipped.add(message.split(": ", 1)[0], message)
+        skipped.add_message(message)
     write_manifest(entries, opts.manifest_path)
     hours = sum(e["original_duration"] for e in entries) / 3600
     print(f"{opts.manifest_path}: {len(entries)} utterances ({hours:.2f} h), WAVs under {opts.dest_dir}")
