@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -184,99 +183,6 @@ def test_resume_mid_epoch_equals_uninterrupted_run(
     for key in ("state_dict", "ema_state_dict"):
         for name, value in a[key].items():
             torch.testing.assert_close(b[key][name], value, atol=1e-6, rtol=0, msg=f"{key}.{name}")
-
-
-# Runs `jasper train` and SIGKILLs the process at the start of update `argv[1]` (0: never), or
-# half-way through writing checkpoint number `argv[2]` (0: never): no handler, no cleanup runs.
-KILLER = """
-import io, os, signal, sys
-import torch
-from jasper import train
-from jasper.cli import main
-kill_update, kill_save = int(sys.argv[1]), int(sys.argv[2])
-calls = {"update": 0, "save": 0}
-set_lr, save = train.set_lr, torch.save
-
-def set_lr_or_die(optimizer, lr):
-    calls["update"] += 1
-    if calls["update"] == kill_update:
-        os.kill(os.getpid(), signal.SIGKILL)
-    set_lr(optimizer, lr)
-
-def save_or_die(obj, f, *args, **kwargs):
-    calls["save"] += 1
-    if calls["save"] == kill_save:
-        buf = io.BytesIO()
-        save(obj, buf)
-        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    save(obj, f, *args, **kwargs)
-
-train.set_lr, torch.save = set_lr_or_die, save_or_die
-sys.exit(main(sys.argv[3:]))
-"""
-
-
-def losses_by_update(log_file: Path) -> dict[int, float]:
-    out = {}
-    for r in records(log_file):
-        if r["type"] == "LOG" and len(r["step"]) == 3 and "train_loss" in r["data"]:
-            epoch, it, per_epoch = r["step"]
-            out[(epoch - 1) * per_epoch + it] = r["data"]["train_loss"]
-    return out
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("where", ["step", "save"])
-def test_sigkill_then_resume_repeats_the_uninterrupted_losses(
-    corpus: SimpleNamespace, tmp_path: Path, where: str
-) -> None:
-    """A job killed with SIGKILL at a random update, or while writing a checkpoint, resumes from its
-    last complete checkpoint and then logs exactly the losses the uninterrupted job logged."""
-    extra = ["--batch_size", "2", "--epochs", "4", "--ema", "0.9", "--lr", "5e-3", "--save_frequency", "1"]
-    extra += [
-        "--override_config",
-        "input_train.filterbank_features.spec_augment={'freq_masks':1,'time_masks':1}",
-        "--override_config",
-        "input_train.audio_dataset.speed_perturbation={'min_rate':0.9,'max_rate':1.1}",
-    ]
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert main(train_args(corpus, straight, corpus.train6, *extra)) == 0  # 3 steps/epoch, 12 updates
-    reference = losses_by_update(straight / "nvlog.json")
-    assert sorted(reference) == list(range(1, 13))
-
-    kill_update = random.randrange(4, 13) if where == "step" else 0
-    kill_save = 2 if where == "save" else 0  # the end-of-epoch-2 checkpoint, after update 6
-    run = subprocess.run(
-        [sys.executable, "-c", KILLER, str(kill_update), str(kill_save)]
-        + train_args(corpus, killed, corpus.train6, *extra),
-        env=os.environ | {"PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == -signal.SIGKILL, (kill_update, run.stderr[-2000:])
-    for path in killed.glob("Jasper_*_checkpoint.pt"):
-        checkpoint.read(path)  # every visible checkpoint is complete: saves are atomic
-    if where == "save":
-        assert list(killed.glob(".Jasper_epoch2_checkpoint.pt.*.tmp")), "the half-written temp file"
-        assert not (killed / "Jasper_epoch2_checkpoint.pt").exists()
-    last = checkpoint.latest_loadable(killed)
-    resume_after = last[1]["step"] - 1 if last else 0
-
-    resumed_log = killed / "resumed.json"
-    args = train_args(corpus, killed, corpus.train6, *extra, "--resume", "--log_file", str(resumed_log))
-    assert main(args) == 0
-    resumed = losses_by_update(resumed_log)
-    assert sorted(resumed) == list(range(resume_after + 1, 13)), (kill_update, resume_after)
-    for update, loss in resumed.items():
-        assert loss == pytest.approx(reference[update], rel=1e-5, abs=1e-5), (kill_update, update)
-    assert not list(killed.glob(".*.tmp")), "the next save removes an interrupted save's temp file"
-    a = checkpoint.read(straight / "Jasper_epoch4_checkpoint.pt")
-    b = checkpoint.read(killed / "Jasper_epoch4_checkpoint.pt")
-    for name, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][name], value, atol=1e-6, rtol=0, msg=name)
 
 
 def test_infinite_loss_step_is_skipped_and_counted(corpus: SimpleNamespace, tmp_path: Path) -> None:

@@ -323,28 +323,6 @@ def test_client_command_prints_transcripts_and_wer(served: Served, tmp_path: Pat
     assert [r["transcript"] for r in report["results"]] == [served.eager(c) for c in written]
 
 
-@pytest.mark.slow
-def test_soak_2000_requests_at_concurrency_16(served: Served) -> None:
-    from jasper.serve import rss_bytes
-
-    clips = _speech(8)
-    expected = [served.eager(c) for c in clips]
-    batches = [[clips[i % len(clips)]] for i in range(2000)]
-    _transcribe(served, batches[:64], concurrency=16)  # warm up: allocator pools, shm growth
-    rss_start = rss_bytes(served.process.pid)
-    start = time.perf_counter()
-    results = _transcribe(served, batches, concurrency=16)
-    elapsed = time.perf_counter() - start
-    rss_end = rss_bytes(served.process.pid)
-    print(
-        f"\nsoak: 2000 requests in {elapsed:.1f} s ({2000 / elapsed:.0f}/s); "
-        f"server RSS {rss_start / 2**20:.0f} MiB at start, {rss_end / 2**20:.0f} MiB at end"
-    )
-    assert [r.error for r in results if r.error] == []
-    assert all(r.texts == [expected[r.index % len(clips)]] for r in results)
-    assert rss_end < rss_start * 1.25 + 64 * 2**20, "server memory grew during the soak"
-
-
 def test_sigterm_stops_cleanly_without_leaks(served: Served) -> None:
     """Runs last: SIGTERM to `jasper serve` stops Triton and its stubs, and frees their /dev/shm regions."""
     from jasper.serve import process_tree
