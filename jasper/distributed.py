@@ -114,6 +114,16 @@ def max_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return _over_ranks(values, device, dist.ReduceOp.MAX)
 
 
+def range_over_ranks(name: str, value: float, device: torch.device) -> tuple[float, float]:
+    """The smallest and the largest of `value` over all ranks, with an error logged when they differ:
+    for counts that every rank must agree on (a step skipped on one rank only splits the weights)."""
+    fewest = _over_ranks([value], device, dist.ReduceOp.MIN)[0]
+    most = max_over_ranks([value], device)[0]
+    if fewest != most:
+        logging.getLogger("jasper").error("the ranks disagree on %s: %g to %g", name, fewest, most)
+    return fewest, most
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to the current `sys.stderr` (pytest and notebooks replace it between runs)."""
 

@@ -31,6 +31,8 @@ METRICS = {
     "lrate": ("lrate", "", ">9.3e"),
     "skipped_steps": ("skipped steps", "", ""),
     "skipped_files": ("skipped files", "", ""),
+    "skipped_steps_rank_min": ("skipped steps (fewest of a rank)", "", ""),
+    "skipped_steps_rank_max": ("skipped steps (most of a rank)", "", ""),
     "benchmark_epochs_num": ("epochs", "", ""),
 }
 SUBSETS = ("train_avg", "dev_ema", "train", "dev")  # longest prefix first

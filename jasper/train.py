@@ -174,14 +174,8 @@ class Job:
         args, progress = run.args, run.progress
         every = range(args.keep_every, args.epochs + 1, args.keep_every) if args.keep_every > 0 else ()
         milestones = tuple(sorted({*args.keep_milestones, *every}))
-        return cls(
-            progress.epoch,
-            progress.updates,
-            time.monotonic(),
-            progress.train_seconds,
-            progress.train_seconds,
-            milestones,
-        )
+        seconds = progress.train_seconds
+        return cls(progress.epoch, progress.updates, time.monotonic(), seconds, seconds, milestones)
 
 
 @dataclass
@@ -224,9 +218,8 @@ def build(args: argparse.Namespace, ctx: distributed.Context) -> Run | None:
         args.optimizer, raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay
     )
     amp_dtype = device_setup.amp_dtype(args, device)
-    show_progress = ctx.is_main and (
-        args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
-    )
+    auto_progress = args.progress == "auto" and sys.stderr.isatty()
+    show_progress = ctx.is_main and (args.progress == "on" or auto_progress)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if args.pre_allocate_range:
         micro_batch = args.batch_size // args.grad_accumulation_steps
@@ -593,9 +586,8 @@ def evaluate_and_log(run: Run, step: tuple[int, ...], epoch: int) -> None:
         results["dev_ema"] = evaluate(ema.module, *where)
     for name, r in results.items():
         record = {"loss": r.loss, "wer": 100 * r.wer, "cer": 100 * r.cer, "took": r.seconds}
-        metrics.log(
-            step, progress.updates, progress.train_seconds, {f"{name}_{k}": v for k, v in record.items()}
-        )
+        record = {f"{name}_{k}": v for k, v in record.items()}
+        metrics.log(step, progress.updates, progress.train_seconds, record)
     wer = results["dev_ema" if ema else "dev"].wer  # as the reference: the EMA's WER decides with EMA on
     if wer < progress.best_wer and epoch >= run.args.save_best_from:
         progress.best_wer = wer  # before saving: the file records its own WER
@@ -637,6 +629,9 @@ def end_epoch(run: Run, job: Job, epoch: int, totals: Totals) -> bool:
         "train_avg_skipped_steps": progress.skipped_steps,
         "train_avg_skipped_files": progress.skipped_files,
     }
+    if run.ctx.distributed:
+        fewest, most = distributed.range_over_ranks("skipped steps", progress.skipped_steps, run.ctx.device)
+        epoch_record |= {"train_avg_skipped_steps_rank_min": fewest, "train_avg_skipped_steps_rank_max": most}
     metrics.log((epoch,), progress.updates, progress.train_seconds, epoch_record)
     job.history.append({**rates, "seconds": totals.seconds})
     epoch_done = progress.steps_done == run.steps_per_epoch

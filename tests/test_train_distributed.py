@@ -64,6 +64,10 @@ def test_two_gloo_processes_train_and_evaluate_exactly(tmp_path: Path) -> None:
     records = [json.loads(line[5:]) for line in (out / "nvlog.json").read_text().splitlines()]
     assert next(r for r in records if r.get("step") == "PARAMETER")["data"]["world_size"] == 2
     final = {k: v for r in records if r.get("step") == [] for k, v in r["data"].items()}
+    # The clip sat on one rank's shard only; both ranks skipped that step and counted it.
+    epoch = next(r["data"] for r in records if r.get("step") == [1])
+    assert epoch["train_avg_skipped_steps_rank_min"] == epoch["train_avg_skipped_steps_rank_max"] == 1
+    assert "ranks disagree" not in run.stderr
 
     # The sharded WER of the two processes is exactly the WER of one process on rank 0's weights.
     cfg = config.load(REPO / "configs" / "tiny.yaml")
