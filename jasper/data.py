@@ -463,9 +463,15 @@ def unique_ids(ids: Sequence[str]) -> list[str]:
 
 
 def write_manifest(entries: list[dict], path: Path) -> None:
-    """JSON array, indent 2 (the reference's layout), written to a temporary file and renamed."""
+    """JSON array, indent 2 (the reference's layout), written to a temporary file and renamed.
+
+    A manifest already holding exactly these entries is left untouched, so that its mtime still
+    dates what was computed from it (the quickstart reuses evaluations newer than their inputs).
+    """
+    text = json.dumps(entries, indent=2)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(entries, f, indent=2)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

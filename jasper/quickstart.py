@@ -28,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
         pred, logits = out / f"{name}.predictions", out / f"{name}.logits.npz"
         log.run(
             infer_command(args, ckpt, data_dir, manifests, pred, out / "infer" / f"{name}.json")
-            + ["--save_logits", str(logits)]
+            + ["--save_logits", str(logits)],
+            outputs=[pred, logits],
+            inputs=[ckpt, *manifests],
         )
         results[name] = {
             "manifests": [str(m) for m in manifests],
@@ -253,7 +256,9 @@ def run(args: argparse.Namespace) -> int:
                 *("--beam_width", "64", "--workers", "2"),
                 "--out",
                 str(tuned),
-            ]
+            ],
+            outputs=[tuned],
+            inputs=[out / "synth-dev.logits.npz", lm_dir / "lm.binary"],
         )
         for name in results:
             lm_pred = out / f"{name}.lm.predictions"
@@ -269,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
                     *("--beam_width", "64", "--workers", "2"),
                     "--out",
                     str(lm_pred),
-                ]
+                ],
+                outputs=[lm_pred],
+                inputs=[Path(results[name]["logits"]), tuned],
             )
             results[name]["lm_predictions"] = str(lm_pred)
 
@@ -353,9 +360,8 @@ def evaluate_checkpoints(
         except CheckpointError as e:
             print(f"quickstart: leaving {path.name} out of the curve: {e}", file=sys.stderr)
             continue
-        fresh = pred.exists() and pred.stat().st_mtime > path.stat().st_mtime
         cmd = infer_command(args, path, synth, [manifest], pred, pred.with_suffix(".json"))
-        if not fresh and log.run(cmd, check=False) != 0:
+        if log.run(cmd, check=False, outputs=[pred], inputs=[path]) != 0:
             print(f"quickstart: leaving {path.name} out of the curve: jasper infer failed", file=sys.stderr)
             continue
         points.append({"epoch": epoch, "minutes": minutes, "predictions": str(pred)})
@@ -388,7 +394,16 @@ class CommandLog:
         self.path = path
         self.lines: list[str] = []
 
-    def run(self, cmd: list[str], env: dict[str, str] | None = None, check: bool = True) -> int:
+    def run(
+        self,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        outputs: Sequence[Path] = (),
+        inputs: Sequence[Path] = (),
+    ) -> int:
+        """Run `cmd` (logged either way) unless every one of `outputs` is newer than all `inputs`:
+        a rerun of the quickstart then reuses what the last run computed from the same checkpoint."""
         words = shlex.split(cmd[0]) + cmd[1:] if " " in cmd[0] else cmd
         env_text = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
         line = f"{env_text} {shlex.join(words)}".strip()
@@ -398,11 +413,21 @@ class CommandLog:
             + "\n".join(self.lines)
             + "\n"
         )
+        if outputs and up_to_date(outputs, inputs):
+            print(f"$ {line}\n(up to date: {', '.join(p.name for p in outputs)})", flush=True)
+            return 0
         print(f"$ {line}", flush=True)
         rc = subprocess.run(words, env={**os.environ, **(env or {})}, cwd=REPO).returncode
         if check and rc not in (0, SKIPPED_EXIT):  # skipped inputs were reported; the rest is usable
             raise SystemExit(f"quickstart: command failed with exit code {rc}: {line}")
         return rc
+
+
+def up_to_date(outputs: Sequence[Path], inputs: Sequence[Path]) -> bool:
+    """True when every output exists and is newer than every input (a missing input: False)."""
+    if not all(p.exists() for p in [*outputs, *inputs]):
+        return False
+    return min(p.stat().st_mtime for p in outputs) > max((p.stat().st_mtime for p in inputs), default=0)
 
 
 def prepare_real_clips(dest: Path, log: CommandLog) -> list[Path]:
