@@ -255,6 +255,11 @@ BAD_INPUTS = {
         "FP32",
         np.array([[int(MAX_DURATION * 16000) + 1]], np.int32),
     ),
+    "ten minutes": lambda: (
+        [np.zeros((1, 600 * 16000), np.float32)],
+        "FP32",
+        np.array([[600 * 16000]], np.int32),
+    ),
     "length beyond audio": lambda: (
         [np.zeros((1, 16000), np.float32)],
         "FP32",
