@@ -47,6 +47,7 @@ from torch.utils.data import Sampler
 from jasper import checkpoint, config, distributed
 from jasper.data import AudioDataset, Batch, build_loader, load_utterances, unique_ids
 from jasper.decoding import decode_ids, greedy_ids
+from jasper.device import PRECISIONS, inference_dtype
 from jasper.faults import Skipped
 from jasper.features import FilterbankFeatures
 from jasper.metrics import char_errors, word_errors
@@ -259,13 +260,13 @@ def export_torchscript(
     dtype: torch.dtype,
     device: torch.device,
 ) -> list[Path]:
-    """Write `<stem>_{fp16|fp32}_{feat,acoustic,decoder}.pt` (traced, traced, scripted); return the paths.
+    """Write `<stem>_{fp32|bf16|fp16}_{feat,acoustic,decoder}.pt` (traced, traced, scripted); the paths.
 
     feat: float32 audio `[B, L]` + int32 lengths -> features `[B, n_filt, T]` + lengths (always
     float32); acoustic: features in `dtype` + lengths -> log-probs + lengths; decoder: log-probs +
     lengths -> int32 ids, blank beyond each length.
     """
-    precision = "fp16" if dtype == torch.float16 else "fp32"
+    precision = next(name for name, d in PRECISIONS.items() if d == dtype)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     audio = torch.randn(2, features.sample_rate * 2, device=device)
@@ -344,6 +345,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--amp", "--fp16", action="store_true", help="half precision on CUDA (model.half()); ignored on CPU"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default=None,
+        help="dtype of the model's weights: fp32 (default; fp16 with --amp on CUDA), bf16 (faster on CPUs "
+        "with AVX512-BF16 or AMX and on GPUs), fp16 (CUDA only)",
     )
     parser.add_argument(
         "--cudnn_benchmark", action="store_true", help="let cuDNN pick the fastest algorithms"
@@ -431,10 +439,10 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     if args.seed is not None:
         _seed(args.seed + ctx.local_rank)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    half = args.amp and device.type == "cuda"
-    if args.amp and not half:
+    if args.precision is None and args.amp and device.type != "cuda":
         log.warning("--amp: half precision needs CUDA; running float32 on %s", device)
-    dtype = torch.float16 if half else torch.float32
+    precision = args.precision or ("fp16" if args.amp and device.type == "cuda" else "fp32")
+    dtype = inference_dtype(precision, device)
 
     cfg = config.load(args.model_config, args.override_config)
     tokenizer = Tokenizer(cfg["labels"])

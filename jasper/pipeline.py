@@ -42,6 +42,7 @@ from torch import nn
 from jasper import audio as audio_io
 from jasper import checkpoint, config
 from jasper.decoding import collapse
+from jasper.device import inference_dtype
 from jasper.features import FilterbankFeatures, feature_lengths, normalize_batch
 from jasper.model import Jasper
 from jasper.text import Tokenizer
@@ -317,11 +318,12 @@ def load(
     ema: bool = False,
     overrides: Sequence[str] = (),
     device: str | torch.device | None = None,
-    half: bool = False,
+    precision: str = "fp32",
 ) -> Pipeline:
     """Build the model from `model_config` (else the checkpoint's `config` entry) and load the weights.
 
-    `ema` loads the EMA weights; `half` converts the model to float16 (CUDA only).
+    `ema` loads the EMA weights; `precision` (fp32, bf16, or fp16 on CUDA) is the dtype the weights
+    are cast to (`jasper.device.PRECISIONS`).
     """
     state = checkpoint.read(ckpt)
     if model_config is not None:
@@ -342,11 +344,7 @@ def load(
         raise config.ConfigError("device cuda was asked for, but CUDA is not available")
     model = model_from_checkpoint(cfg, state, ema, source=str(ckpt))
     del state
-    model.eval().to(device)
-    if half:
-        if device.type != "cuda":
-            raise config.ConfigError("half precision (--amp) needs a CUDA device")
-        model.half()
+    model.eval().to(device=device, dtype=inference_dtype(precision, device))
     features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features"))
     features.eval().to(device)
     return Pipeline(cfg, model, features, Tokenizer(cfg["labels"]), device)

@@ -20,6 +20,7 @@ import soundfile as sf
 
 from jasper import audio as audio_io
 from jasper import config
+from jasper.device import PRECISIONS
 from jasper.faults import Skipped
 from jasper.pipeline import CHUNK_OVERLAP, CHUNK_SECONDS, PAD_LEADING, iter_transcribe, load
 
@@ -123,7 +124,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="zero feature frames prepended before the model, as `jasper infer` does (default: %(default)s)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    parser.add_argument("--amp", action="store_true", help="run the model in float16 (CUDA only)")
+    parser.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default=None,
+        help="dtype of the model's weights: fp32 (default), bf16 (faster on CPUs with AVX512-BF16 or AMX "
+        "and on GPUs; see docs/benchmarks.md for its WER cost), fp16 (CUDA only)",
+    )
+    parser.add_argument("--amp", action="store_true", help="the same as --precision fp16 (CUDA only)")
     parser.add_argument(
         "--lm",
         default=None,
@@ -150,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         raise config.ConfigError("--chunk_overlap must be shorter than --chunk_seconds")
     skipped = Skipped("transcribe", strict=args.strict)
     files = audio_files(args.inputs, skipped)
-    pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, args.amp)
+    precision = args.precision or ("fp16" if args.amp else "fp32")
+    pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, precision)
     beam = None
     if args.lm:
         from jasper.decoding import BeamSearchDecoder

@@ -6,6 +6,7 @@
 #   bash scripts/inference_benchmark.sh [DATA_DIR [MODEL_CONFIG [OUTPUT_DIR [CHECKPOINT]]]] [-- extra args]
 #   BATCH_SIZE_SEQ="1 2" MAX_DURATION_SEQ="2" NUM_STEPS=20 bash scripts/inference_benchmark.sh
 #   AMP=true bash scripts/inference_benchmark.sh          # FP16 and FP32, with the FP16 speed-up
+#   PRECISION_SEQ="fp32 bf16" CPU=true bash scripts/inference_benchmark.sh   # bf16 weights on CPU
 #
 # DATA_DIR ($1)       ""  synthetic audio of exactly each duration; set it to time real utterances
 #                         from $DATA_DIR/librispeech-$DATASET-wav.json (or MANIFESTS), at most that long
@@ -17,7 +18,7 @@
 # NUM_STEPS           timed steps per row (default: 500 on CUDA, 20 on CPU)
 # NUM_WARMUP_STEPS    untimed steps before them (default: 10 on CUDA, 3 on CPU)
 # AMP                 false; true runs FP16 next to an FP32 baseline (PRECISION_SEQ chooses freely)
-# PRECISION_SEQ       "fp32", or "fp32 fp16" when AMP=true
+# PRECISION_SEQ       "fp32", or "fp32 fp16" when AMP=true; any of fp32, bf16, fp16 (CUDA only)
 # PAD_TO_MAX_DURATION true: features padded to the duration's fixed length (208/704/1680 frames)
 # CUDNN_BENCHMARK     true
 # CPU                 false; true times the CPU even when CUDA is available

@@ -265,3 +265,13 @@ def test_beam_decoder_without_lm_at_width_one_equals_greedy(mini: dict, one_proc
         logged(out_dir / "log.json", "eval")["eval_wer"]
         == logged(one_process / "log.json", "eval")["eval_wer"]
     )
+
+
+def test_bf16_precision_transcribes_as_fp32_does(mini: dict, one_process: Path, tmp_path: Path) -> None:
+    env = script_env(mini, tmp_path, PREDICTION_FILE=str(tmp_path / "bf16.txt"), PRECISION="bf16")
+    out = run_script("inference.sh", env, "--workers", "0")
+    assert "--precision bf16" in out.stdout + out.stderr
+    fp32 = [h for _, h in read_predictions(one_process / "pred.txt")]
+    bf16 = [h for _, h in read_predictions(tmp_path / "bf16.txt")]
+    assert len(bf16) == len(fp32) == 36
+    assert jiwer.cer(fp32, bf16) < 0.05  # the same letters, bar a few frames whose argmax flips

@@ -101,3 +101,14 @@ def test_manifest_input_is_padded_to_the_duration(tmp_path: Path) -> None:
     assert main(args) == 0
     [result] = json.loads((tmp_path / "infer_benchmark.json").read_text())["results"]
     assert result["feature_frames"] == 704 and result["batch_size"] == 2
+
+
+def test_bf16_is_timed_from_the_fp32_weights_with_a_speed_up_column(tmp_path: Path) -> None:
+    from jasper.cli import main
+
+    args = ["infer-benchmark", "--model_config", str(TINY), "--device", "cpu", "--batch_sizes", "1"]
+    args += ["--durations", "1", "--precisions", "bf16", "fp32", "--steps", "3", "--warmup_steps", "1"]
+    assert main([*args, "--threads", "1", "--output_dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "infer_benchmark.json").read_text())
+    assert [r["precision"] for r in record["results"]] == ["fp32", "bf16"]  # the baseline first
+    assert all(r["dnn"]["mean"] > 0 for r in record["results"])
