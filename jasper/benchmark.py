@@ -283,7 +283,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRECISIONS),
         default=["fp32"],
         help="weight dtypes: fp32, bf16 (faster on CPUs with AVX512-BF16 or AMX), fp16 (model.half(), "
-        "CUDA only); with fp32 also run, the other tables get a speed-up column",
+        "CUDA only), int8 (int8 convolutions on CPU, calibrated on the first batch; jasper.quantize); "
+        "with fp32 also run, the other tables get a speed-up column",
     )
     parser.add_argument(
         "--steps",
@@ -343,6 +344,9 @@ def run(args: argparse.Namespace) -> int:
     if "fp16" in precisions and device.type != "cuda":
         log.warning("fp16 is CUDA only; skipping it on %s", device)
         precisions = [p for p in precisions if p != "fp16"] or ["fp32"]
+    if "int8" in precisions and device.type != "cpu":
+        log.warning("int8 is CPU only; skipping it on %s", device)
+        precisions = [p for p in precisions if p != "int8"] or ["fp32"]
     precisions.sort(key=lambda p: p != "fp32")  # fp32 first: the baseline of the speed-up columns
 
     torch.manual_seed(args.seed)
@@ -360,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
     for precision in precisions:
         model.load_state_dict(fp32_weights)  # each precision cast from the fp32 weights, not the last one
         model.to(PRECISIONS[precision])
+        run_model = model
         for duration in args.durations:
             feats = FilterbankFeatures(
                 **fb | {"pad_to_max_duration": args.pad_to_max_duration, "max_duration": duration}
@@ -372,8 +377,13 @@ def run(args: argparse.Namespace) -> int:
                     )
                 else:
                     batches = synthetic_batches(bs, duration, sample_rate, args.seed)
+                if precision == "int8" and run_model is model:  # calibrated once, on the first batch
+                    from jasper.quantize import quantize
+
+                    audio, audio_lens = next(batches)
+                    run_model = quantize(model, [feats(audio.to(device), audio_lens.to(device))])
                 dnn, e2e, frames = measure(
-                    model, feats, tokenizer, batches, steps, warmup, device, PRECISIONS[precision]
+                    run_model, feats, tokenizer, batches, steps, warmup, device, PRECISIONS[precision]
                 )
                 m = Measurement(precision, bs, duration, frames, dnn, e2e)
                 measurements.append(m)

@@ -52,15 +52,19 @@ def amp_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | N
 # features are cast to (the log-softmax runs in float32 whatever it is). A bf16 copy of the weights
 # beats bf16 autocast on CPU: jasper10x5dr 1 x 2 s took 300 ms against 388 ms (fp32: 492 ms) on
 # cpu-2c, as autocast re-casts every weight on every call.
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# int8 keeps float32 weights and features: `jasper.quantize` then swaps in int8 convolutions.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of `--precision` on `device`; fp16 needs CUDA (CPUs have no fast fp16 convolution)."""
+    """The dtype of `--precision` on `device`; fp16 needs CUDA (CPUs have no fast fp16 convolution),
+    int8 a CPU (PyTorch's int8 convolutions are CPU kernels)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"--precision fp16 needs a CUDA device, not {device}; on CPU use bf16")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"--precision int8 runs on the CPU only, not {device} (add --cpu)")
     return PRECISIONS[precision]
 
 

@@ -111,6 +111,24 @@ def _forever(loader: Any) -> Iterator[Batch]:
         yield from loader
 
 
+def calibrated_int8(
+    model: nn.Module, features: nn.Module, loader: Any, pad_leading: int, batches: int
+) -> nn.Module:
+    """`model` with int8 convolutions (`jasper.quantize`), calibrated on the loader's first `batches`
+    batches as `run_batches` feeds them to the model."""
+    from jasper.quantize import quantize
+
+    def inputs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, batch in enumerate(loader):
+            if i == batches:
+                return
+            if len(batch):
+                feats, lens = features(batch.audio, batch.audio_lens)
+                yield F.pad(feats, (pad_leading, 0)), lens + pad_leading
+
+    return quantize(model, inputs())
+
+
 @torch.inference_mode()
 def run_batches(
     model: nn.Module,
@@ -351,7 +369,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRECISIONS),
         default=None,
         help="dtype of the model's weights: fp32 (default; fp16 with --amp on CUDA), bf16 (faster on CPUs "
-        "with AVX512-BF16 or AMX and on GPUs), fp16 (CUDA only)",
+        "with AVX512-BF16 or AMX and on GPUs), fp16 (CUDA only), int8 (int8 convolutions on CPU, their "
+        "activation ranges calibrated on the first --calibration_batches batches of the manifests)",
+    )
+    parser.add_argument(
+        "--calibration_batches",
+        type=int,
+        default=4,
+        help="batches that calibrate --precision int8 (default: %(default)s)",
     )
     parser.add_argument(
         "--cudnn_benchmark", action="store_true", help="let cuDNN pick the fastest algorithms"
@@ -472,6 +497,8 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         model = trace_model(model, features.n_filt, device, dtype)
 
     if args.transcribe_wav or args.transcribe_filelist:
+        if precision == "int8":
+            raise config.ConfigError("--precision int8 calibrates on --val_manifests; give those instead")
         return _transcribe_files(args, ctx, model, features, tokenizer, stride)
     if not args.val_manifests:
         raise config.ConfigError(
@@ -492,6 +519,10 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         dataset.durations(), args.batch_size, ctx.world_size, ctx.rank, drop_last=args.steps > 0
     )
     loader = build_loader(dataset, sampler, workers=args.workers)
+    if precision == "int8":
+        if ctx.distributed:  # each rank would calibrate on its own batches: WERs no longer equal
+            raise config.ConfigError("--precision int8 runs in one process (NUM_GPUS=1)")
+        model = calibrated_int8(model, features, loader, args.pad_leading, args.calibration_batches)
     outputs = run_batches(
         model,
         features,

@@ -126,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--precision",
-        choices=sorted(PRECISIONS),
+        choices=sorted(set(PRECISIONS) - {"int8"}),
         default=None,
         help="dtype of the model's weights: fp32 (default), bf16 (faster on CPUs with AVX512-BF16 or AMX "
         "and on GPUs; see docs/benchmarks.md for its WER cost), fp16 (CUDA only)",

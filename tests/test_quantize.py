@@ -1,0 +1,90 @@
+"""int8 inference (`jasper.quantize`, `--precision int8`): BatchNorm folding is exact, the int8 model
+stays close to the float one, and `jasper infer` / `infer-benchmark` run it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jiwer
+import pytest
+import torch
+from conftest import require_shared
+from test_inference import mini, one_process, read_predictions, run_script, script_env  # noqa: F401
+from test_transcribe import TINY
+
+from jasper import audio, config
+from jasper.cli import main
+from jasper.features import FilterbankFeatures
+from jasper.model import Jasper, MaskedConv1d
+from jasper.quantize import Int8MaskedConv1d, fold_batchnorm, quantize
+
+
+def test_folding_batchnorm_into_the_convolution_is_exact() -> None:
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv1d(8, 16, 5, padding=2, bias=False), torch.nn.BatchNorm1d(16).eval()
+    bn.running_mean.normal_(0, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.normal_(0, 0.1)
+    x = torch.randn(2, 8, 50)
+    with torch.no_grad():
+        expected = bn(conv(x))
+        fold_batchnorm(conv, bn)
+        torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_int8_model_stays_close_to_float_on_real_speech() -> None:
+    clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))
+    cfg = config.load(TINY)
+    torch.manual_seed(0)
+    model = Jasper.from_config(cfg).eval()
+    features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features")).eval()
+
+    def feats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(audio.load(path))
+        return features(x[None], torch.tensor([x.numel()]))
+
+    q = quantize(model, [feats(p) for p in clips[:3]])
+    assert sum(isinstance(m, Int8MaskedConv1d) for m in q.modules()) == sum(
+        isinstance(m, MaskedConv1d) for m in model.encoder.modules()
+    )
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in q.encoder.modules())
+    with torch.inference_mode():
+        for path in clips[5:8]:  # not the calibration clips
+            x, lens = feats(path)
+            ref, ref_lens = model(x, lens)
+            got, got_lens = q(x, lens)
+            assert torch.equal(ref_lens, got_lens)
+            print(f"int8 vs fp32: max |log-prob difference| {(got - ref).abs().max():.3f}")
+            assert (got - ref).abs().max() < 0.25
+            assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
+    assert isinstance(model.encoder.layers[0].conv[0], MaskedConv1d)  # the float model is untouched
+    with pytest.raises(ValueError, match="at least one batch"):
+        quantize(model, [])
+
+
+def test_infer_int8_transcribes_as_fp32_does(mini: dict, one_process: Path, tmp_path: Path) -> None:  # noqa: F811
+    env = script_env(mini, tmp_path, PREDICTION_FILE=str(tmp_path / "int8.txt"), PRECISION="int8", CPU="true")
+    run_script("inference.sh", env, "--workers", "0")
+    fp32 = [h for _, h in read_predictions(one_process / "pred.txt")]
+    int8 = [h for _, h in read_predictions(tmp_path / "int8.txt")]
+    assert len(int8) == len(fp32) == 36
+    assert jiwer.cer(fp32, int8) < 0.2  # random weights: near-tied argmaxes flip (0.10 measured)
+
+
+def test_int8_needs_manifests_and_benchmark_times_it(
+    mini: dict,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    wav = next(mini["root"].rglob("*.flac"))
+    args = ["infer", "--model_config", str(TINY), "--ckpt", str(mini["ckpt"]), "--cpu", "-o", str(tmp_path)]
+    assert main([*args, "--transcribe_wav", str(wav), "--precision", "int8"]) == 2
+    assert "calibrates on --val_manifests" in capsys.readouterr().err
+    bench = ["infer-benchmark", "--model_config", str(TINY), "--device", "cpu", "--batch_sizes", "1"]
+    bench += ["--durations", "1", "--precisions", "fp32", "int8", "--steps", "3", "--warmup_steps", "1"]
+    assert main([*bench, "--threads", "1", "--output_dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "infer_benchmark.json").read_text())
+    assert [r["precision"] for r in record["results"]] == ["fp32", "int8"]
+    assert "INT8 latency" in capsys.readouterr().out
