@@ -494,6 +494,8 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         for path in export_torchscript(model, features, tokenizer, output_dir, stem, dtype, device):
             print(f"exported {path}")
     if args.torchscript:
+        if precision == "int8":
+            raise config.ConfigError("--precision int8 quantizes the eager model: leave out --torchscript")
         model = trace_model(model, features.n_filt, device, dtype)
 
     if args.transcribe_wav or args.transcribe_filelist:

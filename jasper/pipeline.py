@@ -325,6 +325,8 @@ def load(
     `ema` loads the EMA weights; `precision` (fp32, bf16, or fp16 on CUDA) is the dtype the weights
     are cast to (`jasper.device.PRECISIONS`).
     """
+    if precision == "int8":
+        raise config.ConfigError("int8 needs calibration data: see jasper.quantize.quantize")
     state = checkpoint.read(ckpt)
     if model_config is not None:
         cfg = config.load(model_config, overrides)

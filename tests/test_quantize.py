@@ -17,6 +17,7 @@ from jasper import audio, config
 from jasper.cli import main
 from jasper.features import FilterbankFeatures
 from jasper.model import Jasper, MaskedConv1d
+from jasper.pipeline import load
 from jasper.quantize import Int8MaskedConv1d, fold_batchnorm, quantize
 
 
@@ -82,6 +83,8 @@ def test_int8_needs_manifests_and_benchmark_times_it(
     args = ["infer", "--model_config", str(TINY), "--ckpt", str(mini["ckpt"]), "--cpu", "-o", str(tmp_path)]
     assert main([*args, "--transcribe_wav", str(wav), "--precision", "int8"]) == 2
     assert "calibrates on --val_manifests" in capsys.readouterr().err
+    with pytest.raises(config.ConfigError, match="calibration"):  # never a silent fp32 model
+        load(mini["ckpt"], device="cpu", precision="int8")
     bench = ["infer-benchmark", "--model_config", str(TINY), "--device", "cpu", "--batch_sizes", "1"]
     bench += ["--durations", "1", "--precisions", "fp32", "int8", "--steps", "3", "--warmup_steps", "1"]
     assert main([*bench, "--threads", "1", "--output_dir", str(tmp_path)]) == 0
