@@ -46,7 +46,11 @@ class MaskedConv1d(nn.Conv1d):
         out_lens = conv_output_lengths(
             lens, self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
         )
-        return super().forward(x), out_lens
+        return self.convolve(x), out_lens
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of the masked input (`jasper.quantize` swaps in an int8 one)."""
+        return super().forward(x)
 
 
 def _bn(channels: int) -> nn.BatchNorm1d:

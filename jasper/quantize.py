@@ -24,7 +24,7 @@ import torch.ao.nn.quantized as nnq
 from torch import nn
 from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig
 
-from jasper.model import Jasper, MaskedConv1d, conv_output_lengths, length_mask
+from jasper.model import Jasper, MaskedConv1d
 
 warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
 
@@ -57,17 +57,11 @@ class Int8MaskedConv1d(MaskedConv1d):
         self.int8_conv: nnq.Conv1d | None = None
         self.input_scale, self.input_zero_point = 1.0, 0
 
-    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        if self.masked:
-            x = x.masked_fill(~length_mask(lens, x.shape[-1]), 0)
-        out_lens = conv_output_lengths(
-            lens, self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
-        )
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
         if self.int8_conv is None:
-            y = nn.Conv1d.forward(self.float_conv, self.input_observer(x))
-            return self.output_observer(y), out_lens
+            return self.output_observer(nn.Conv1d.forward(self.float_conv, self.input_observer(x)))
         q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
-        return self.int8_conv(q).dequantize(), out_lens
+        return self.int8_conv(q).dequantize()
 
     def convert(self) -> None:
         """Freeze the observed ranges and build the int8 convolution."""
