@@ -50,8 +50,8 @@ def amp_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | N
 
 # --precision of `jasper infer`, `transcribe` and `infer-benchmark`: the dtype the weights and the
 # features are cast to (the log-softmax runs in float32 whatever it is). A bf16 copy of the weights
-# beats bf16 autocast on CPU: jasper10x5dr 1 x 2 s took 300 ms against 388 ms (fp32: 492 ms) on
-# cpu-2c, as autocast re-casts every weight on every call.
+# beats bf16 autocast on CPU, which re-casts every weight on every call: jasper10x5dr 1 x 2 s took
+# 264 ms against 588 ms (fp32: 512 ms) on cpu-2c (benchmarks/cpu_paths.py, docs/benchmarks.md).
 # int8 keeps float32 weights and features: `jasper.quantize` then swaps in int8 convolutions.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
