@@ -6,7 +6,7 @@ input as before, quantizes it to uint8 with one scale per tensor, convolves with
 (one scale per output channel) and dequantizes the output. Everything between the convolutions
 (masks, residual sums, ReLU, the decoder and its log-softmax) stays float32, so the lengths and
 the masking are exactly the float model's. Activation scales come from a calibration pass over a
-few real inputs (`quantize(model, batches)`); on jasper10x5dr 1 x 2 s it ran 3.1x faster than
+few real inputs (`quantize(model, batches)`); on jasper10x5dr 1 x 2 s it ran 3.25x faster than
 fp32 on cpu-2c (docs/benchmarks.md).
 
 PyTorch 2.13 deprecates its quantized tensors (pytorch/pytorch#184982) and warns once when they
