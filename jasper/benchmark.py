@@ -360,9 +360,11 @@ def run(args: argparse.Namespace) -> int:
     sample_rate = fb["sample_rate"]
 
     measurements: list[Measurement] = []
-    fp32_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    # each precision is cast from the fp32 weights, not from the last precision's
+    fp32_weights = {k: v.clone() for k, v in model.state_dict().items()} if len(precisions) > 1 else None
     for precision in precisions:
-        model.load_state_dict(fp32_weights)  # each precision cast from the fp32 weights, not the last one
+        if fp32_weights is not None:
+            model.load_state_dict(fp32_weights)
         model.to(PRECISIONS[precision])
         run_model = model
         for duration in args.durations:
