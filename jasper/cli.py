@@ -37,6 +37,10 @@ COMMANDS: dict[str, Entry | dict[str, Entry]] = {
         ),
         "prepare": ("jasper.datasets.prepare", "convert LibriSpeech FLAC to 16 kHz WAV and write manifests"),
         "synth": ("jasper.datasets.synthetic", "render an offline synthetic speech corpus with TTS voices"),
+        "transform": (
+            "jasper.datasets.transform",
+            "derive a corpus whose every training utterance has a voice, room and channel of its own",
+        ),
     },
 }
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -475,3 +476,21 @@ def write_manifest(entries: list[dict], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def flac_info(path: Path) -> dict:
+    """The sox `file_info` fields the reference's manifests hold, for one of our FLACs."""
+    with sf.SoundFile(str(path)) as f:
+        rate, channels, frames = f.samplerate, f.channels, f.frames
+        samples = f.read(dtype="int16")
+    duration = frames / rate
+    return {
+        "channels": channels,
+        "sample_rate": float(rate),
+        "bitdepth": 16,
+        "bitrate": float(round(path.stat().st_size * 8 / duration)) if duration else 0.0,
+        "duration": duration,
+        "num_samples": frames,
+        "encoding": "FLAC",
+        "silent": not np.any(samples),
+    }

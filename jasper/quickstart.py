@@ -1,7 +1,9 @@
 """`jasper quickstart`: speech in, a trained Jasper, word error rates, plots and a report, on any machine.
 
 On a machine without LibriSpeech or a GPU (the embedded default) it runs the whole system for real:
-1. renders a synthetic speech corpus with offline TTS voices (`jasper data synth`; cached),
+1. renders a synthetic speech corpus with offline TTS voices (`jasper data synth`; cached), and with
+   `--transform` gives each training utterance a voice, room and channel of its own
+   (`jasper data transform`; cached),
 2. prepares the real LibriSpeech clips in `../shared/data/librispeech-real-mini` (`jasper data prepare`),
 3. builds a word LM from the training sentences only (`jasper lm build`; when KenLM is installed),
 4. trains a CPU-sized Jasper through `scripts/train.sh` (the real training path) for `--minutes`,
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from jasper.datasets.synthetic import ENGINES, SynthOptions, budgets
+from jasper.datasets.transform import LEVERS
 from jasper.faults import SKIPPED_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "330 speakers: it renders at about 2.8x real time on 2 cores (about 21 minutes per hour of its "
         "audio, against seconds for the others), and 1 h of it in a 4 h corpus left the unseen-voice error "
         "where it was at the 12-minute budget (docs/benchmarks.md, 'Many voices')",
+    )
+    parser.add_argument(
+        "--transform",
+        nargs="*",
+        choices=LEVERS,
+        default=[],
+        metavar="LEVER",
+        help=f"voice transformation of every training utterance ({', '.join(LEVERS)}; jasper data "
+        "transform): a derived corpus in which no two training utterances share a voice, room or "
+        "channel; dev and test stay the clean corpus's (default: none)",
     )
     parser.add_argument(
         "--output_dir",
@@ -151,6 +164,15 @@ def run(args: argparse.Namespace) -> int:
             *("--engines", *args.engines),
         ]
     )
+    source = synth
+    if args.transform:
+        synth = source.with_name(f"{source.name}-vt-{'-'.join(args.transform)}")
+        log.run(
+            [
+                *(jasper(), "data", "transform", "--source", str(source), "--out", str(synth)),
+                *("--seed", str(args.seed), "--levers", *args.transform),
+            ]
+        )
     corpus_seconds = time.time() - started
 
     stage(2, "real LibriSpeech clips")
@@ -159,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     lm_dir = None
     if not args.no_lm:
         stage(3, "word LM from the training sentences (never the dev/test sentences)")
-        lm_dir = build_lm(synth, cache / "lm", log)
+        lm_dir = build_lm(source, cache / "lm", log)
     else:
         stage(3, "word LM skipped (--no_lm)")
 

@@ -64,11 +64,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from jasper import audio
-from jasper.data import write_manifest
+from jasper.data import flac_info, write_manifest
 from jasper.datasets.voices import CATALOGUE, RENDERERS, SETUP_HINT, Voice, engine_missing, probe
 from jasper.faults import Skipped
 from jasper.text import normalize
@@ -316,24 +315,6 @@ def finish(speech: np.ndarray, utt: Utterance) -> np.ndarray:
     clip = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
     noise = np.random.default_rng(utt.seed).normal(0.0, 10 ** (utt.noise_db / 20), clip.size)
     return (clip + noise).astype(np.float32)
-
-
-def flac_info(path: Path) -> dict:
-    """The sox `file_info` fields the reference's manifests hold, for one of our FLACs."""
-    with sf.SoundFile(str(path)) as f:
-        rate, channels, frames = f.samplerate, f.channels, f.frames
-        samples = f.read(dtype="int16")
-    duration = frames / rate
-    return {
-        "channels": channels,
-        "sample_rate": float(rate),
-        "bitdepth": 16,
-        "bitrate": float(round(path.stat().st_size * 8 / duration)) if duration else 0.0,
-        "duration": duration,
-        "num_samples": frames,
-        "encoding": "FLAC",
-        "silent": not np.any(samples),
-    }
 
 
 def render(utt: Utterance, root: Path) -> Rendered:
