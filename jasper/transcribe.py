@@ -6,6 +6,10 @@ command needs around it: directories searched recursively for audio files, outpu
 or JSON with word times), and errors that name the file. A file that cannot be read is reported
 on stderr and skipped, the others are still transcribed, and the exit code is 3 when anything was
 skipped (`jasper.faults`); `--strict` stops at the first.
+
+`--stream` reads one file, or stdin (`-`), block by block and prints each word as soon as it is
+final, in bounded memory whatever the length (`jasper.streaming`); at the end it reports the real-time
+factor and the compute latency per chunk on stderr.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from jasper import audio as audio_io
-from jasper import config
+from jasper import config, streaming
 from jasper.device import PRECISIONS
 from jasper.faults import Skipped
-from jasper.pipeline import CHUNK_OVERLAP, CHUNK_SECONDS, PAD_LEADING, iter_transcribe, load
+from jasper.pipeline import CHUNK_OVERLAP, CHUNK_SECONDS, PAD_LEADING, Pipeline, iter_transcribe, load
+from jasper.timing import percentiles
 
 # Suffixes searched for in directories, each kept only if the installed libsndfile reads its format.
 SUFFIX_FORMATS = {
@@ -148,6 +154,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop at the first unreadable input (default: report it on stderr, skip it, go on, exit 3)",
     )
+    stream = parser.add_argument_group("streaming (--stream)")
+    stream.add_argument(
+        "--stream",
+        action="store_true",
+        help="read one input (a file, or - for stdin) block by block and print each word as soon as it is "
+        "final (txt: words on one line; json: one object per word), in bounded memory; greedy decoding",
+    )
+    stream.add_argument(
+        "--stream_chunk",
+        type=float,
+        default=streaming.CHUNK_SECONDS,
+        help="seconds of audio decoded per step (default: %(default)s)",
+    )
+    stream.add_argument(
+        "--stream_context",
+        type=float,
+        default=streaming.CONTEXT_SECONDS,
+        help="seconds of audio before each chunk that its window includes (default: %(default)s)",
+    )
+    stream.add_argument(
+        "--stream_lookahead",
+        type=float,
+        default=streaming.LOOKAHEAD_SECONDS,
+        help="seconds after each chunk that its window waits for; a word is final at most chunk + "
+        "lookahead seconds after its audio, plus compute (default: %(default)s)",
+    )
+    stream.add_argument(
+        "--raw_pcm",
+        action="store_true",
+        help="stdin is raw signed 16-bit little-endian mono PCM at 16 kHz (default: a soundfile format "
+        "that can come through a pipe: WAV, OGG, AU...)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,9 +194,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if 0 < args.chunk_seconds <= args.chunk_overlap:
         raise config.ConfigError("--chunk_overlap must be shorter than --chunk_seconds")
+    precision = args.precision or ("fp16" if args.amp else "fp32")
+    if args.stream:
+        if len(args.inputs) != 1 or args.lm or args.output_dir:
+            raise config.ConfigError("--stream takes one input (a file or -) and no --lm or --output_dir")
+        pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, precision)
+        return run_stream(args, pipe)
     skipped = Skipped("transcribe", strict=args.strict)
     files = audio_files(args.inputs, skipped)
-    precision = args.precision or ("fp16" if args.amp else "fp32")
     pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, precision)
     beam = None
     if args.lm:
@@ -194,3 +237,38 @@ def run(args: argparse.Namespace) -> int:
         target.write_text(body + "\n")
         print(f"{result.path} -> {target}", file=sys.stderr)
     return skipped.finish(done)
+
+
+def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:
+    """`--stream`: words to stdout as they become final, the stream's speed to stderr."""
+    streamer = streaming.StreamingTranscriber(
+        pipe.model,
+        pipe.features,
+        pipe.tokenizer,
+        args.stream_chunk,
+        args.stream_context,
+        args.stream_lookahead,
+    )
+    blocks = streaming.read_blocks(args.inputs[0], pipe.features.sample_rate, raw=args.raw_pcm)
+    count = 0
+    for word in streaming.transcribe_stream(blocks, streamer):
+        if args.format == "json":
+            print(json.dumps({"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3)}))
+        else:
+            print(("" if count == 0 else " ") + word.word, end="")
+        sys.stdout.flush()
+        count += 1
+    if args.format == "txt":
+        print(flush=True)
+    stats = streamer.stats
+    latency = (
+        percentiles(np.array(stats.compute_seconds) * 1000, (50, 90, 100)) if stats.compute_seconds else {}
+    )
+    chunks = len(stats.audio_seconds)
+    print(
+        f"jasper transcribe: streamed {sum(stats.audio_seconds):.1f} s of audio in {chunks} chunks, "
+        f"{count} words, real-time factor {stats.real_time_factor:.4f}; compute per chunk "
+        + ", ".join(f"p{int(q)} {v:.1f} ms" for q, v in latency.items()),
+        file=sys.stderr,
+    )
+    return 0
