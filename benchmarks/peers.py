@@ -303,9 +303,7 @@ def main() -> None:
             try:
                 rows.append(score(system, load, clips))
             except ModuleNotFoundError as e:
-                print(
-                    f"skipped {system}: {e.name} is not installed (pip install -e '.[peers]': {package})"
-                )
+                print(f"skipped {system}: {e.name} is not installed (pip install -e '.[peers]': {package})")
         audio_s = sum(s.size for s, _ in clips) / audio.SAMPLE_RATE
         print()
         print(table(rows, f"{name}: {len(clips)} utterances, {audio_s:.0f} s, {args.threads} threads"))
