@@ -43,7 +43,7 @@ def test_peers_prints_a_row_per_system_or_says_why_it_skipped(tmp_path: Path) ->
     assert float(rows["jasper greedy"][0]) > 50  # random weights
     for system, module in PEERS.items():
         if importlib.util.find_spec(module) is None:
-            assert f"skipped {system}: {module} is not installed" in out
+            assert re.search(rf"^skipped {re.escape(system)}: \w+ is not installed", out, re.M), out
         else:  # a real recogniser on clean read speech
             assert float(rows[system][0]) < 60, out
 
