@@ -241,14 +241,17 @@ def run(args: argparse.Namespace) -> int:
 
 def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:
     """`--stream`: words to stdout as they become final, the stream's speed to stderr."""
-    streamer = streaming.StreamingTranscriber(
-        pipe.model,
-        pipe.features,
-        pipe.tokenizer,
-        args.stream_chunk,
-        args.stream_context,
-        args.stream_lookahead,
-    )
+    try:
+        streamer = streaming.StreamingTranscriber(
+            pipe.model,
+            pipe.features,
+            pipe.tokenizer,
+            args.stream_chunk,
+            args.stream_context,
+            args.stream_lookahead,
+        )
+    except ValueError as e:  # the options' bounds: a one-line error, not a traceback
+        raise config.ConfigError(f"--stream_*: {e}") from None
     blocks = streaming.read_blocks(args.inputs[0], pipe.features.sample_rate, raw=args.raw_pcm)
     count = 0
     for word in streaming.transcribe_stream(blocks, streamer):

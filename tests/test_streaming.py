@@ -120,5 +120,7 @@ def test_bad_stream_inputs_are_one_line_errors(kit: dict) -> None:
     assert "--raw_pcm" in err and "Traceback" not in err
     two = cli(str(kit["flac"]), str(kit["wav"]), "--ckpt", str(kit["ckpt"]), "--stream")
     assert two.returncode == 2 and "one input" in two.stderr.decode()
+    zero = cli(str(kit["flac"]), "--ckpt", str(kit["ckpt"]), "--stream", "--stream_chunk", "0")
+    assert zero.returncode == 2 and "chunk_seconds must be > 0" in zero.stderr.decode()
     with pytest.raises(audio.AudioError, match="raw PCM is read from stdin only"):
         next(read_blocks(kit["flac"], 16000, raw=True))
