@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from jasper import audio
+from jasper.checkpoint import latest_loadable
+from jasper.datasets.prepare import find_utterances
 from jasper.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,12 +69,8 @@ class Row:
 
 def librispeech_clips(root: Path) -> list[tuple[np.ndarray, str]]:
     """(audio, transcript) of every utterance under a LibriSpeech-layout folder."""
-    clips = []
-    for trans in sorted(root.rglob("*.trans.txt")):
-        for line in trans.read_text(encoding="utf-8").splitlines():
-            uid, text = line.split(" ", 1)
-            clips.append((audio.load(trans.parent / f"{uid}.flac"), text))
-    return clips
+    utterances, _ = find_utterances(root)
+    return [(audio.load(u.flac), u.transcript) for u in utterances]
 
 
 def manifest_clips(manifest: Path, dataset_dir: Path) -> list[tuple[np.ndarray, str]]:
@@ -235,8 +233,8 @@ def table(rows: list[Row], title: str) -> str:
 
 
 def newest_quickstart_checkpoint() -> Path | None:
-    ckpts = sorted(QUICKSTART_TRAIN.glob("Jasper_epoch*_checkpoint.pt"), key=lambda p: p.stat().st_mtime)
-    return ckpts[-1] if ckpts else None
+    found = latest_loadable(QUICKSTART_TRAIN) if QUICKSTART_TRAIN.is_dir() else None
+    return found[0] if found else None
 
 
 def main() -> None:

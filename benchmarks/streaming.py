@@ -31,6 +31,7 @@ import soundfile as sf
 import torch
 
 from jasper import audio, config
+from jasper.datasets.prepare import find_utterances
 from jasper.model import Jasper
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def accuracy(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     pipe = load(args.ckpt, device="cpu")
-    sets = {"real clips": [(f, t) for f, t in mini_references()]}
+    sets = {"real clips": [(u.flac, u.transcript) for u in find_utterances(MINI)[0]]}
     if args.manifest is not None:
         entries = json.loads(args.manifest.read_text(encoding="utf-8"))
         root = args.dataset_dir or args.manifest.parent
@@ -119,15 +120,6 @@ def accuracy(args: argparse.Namespace) -> None:
             f"{100 * jiwer.wer(refs, h):.1f}% / {100 * jiwer.cer(refs, h):.1f}%" for h in (whole, streamed)
         ]
         print(f"| {name} ({len(items)}) | {scores[0]} | {scores[1]} |")
-
-
-def mini_references() -> list[tuple[Path, str]]:
-    found = []
-    for trans in sorted(MINI.rglob("*.trans.txt")):
-        for line in trans.read_text(encoding="utf-8").splitlines():
-            uid, text = line.split(" ", 1)
-            found.append((trans.parent / f"{uid}.flac", text))
-    return found
 
 
 def main() -> None:
