@@ -4,7 +4,9 @@ The reference measured latency inside `inference.py` and printed numbers that th
 were then assembled from by hand; its "50%" was the mean and its percentiles came from a heap
 with an off-by-one (spec 7.2, 12.18). Here one process sweeps batch sizes x durations x
 precisions with the model loaded once, and prints the README's table itself, with true
-percentiles (`numpy.percentile`) and the mean labelled as such. Raw per-step timings and the
+percentiles (`numpy.percentile`) and the mean labelled as such. `--engines torch onnxruntime`
+adds ONNX Runtime (`jasper.engines`) to the sweep, each engine and precision a table of its own
+with its speed-up over PyTorch fp32. Raw per-step timings and the
 machine description go to a JSON file, average latency vs batch size to a PNG.
 
 Two regions are timed per step, with device synchronisation at both ends so GPU work is counted:
@@ -34,9 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from jasper import config
+from jasper import config, engines
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS
+from jasper.engines import ENGINES
 from jasper.features import FilterbankFeatures
 from jasper.text import Tokenizer
 from jasper.timing import LatencyStats, synchronize
@@ -57,6 +60,16 @@ class Measurement:
     frames: int
     dnn_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
+    engine: str = "torch"
+
+    @property
+    def label(self) -> str:
+        """`fp32`, `int8`... for PyTorch; `onnxruntime int8`... for another engine."""
+        return self.precision if self.engine == "torch" else f"{self.engine} {self.precision}"
+
+    @property
+    def title(self) -> str:
+        return self.precision.upper() if self.engine == "torch" else f"ONNX Runtime {self.precision.upper()}"
 
     @property
     def dnn(self) -> LatencyStats:
@@ -68,6 +81,7 @@ class Measurement:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "engine": self.engine,
             "precision": self.precision,
             "batch_size": self.batch_size,
             "duration_s": self.duration,
@@ -211,43 +225,44 @@ STAGE_TITLES = {
 
 
 def report(measurements: Sequence[Measurement]) -> str:
-    """All tables: per precision, one per timed region; non-FP32 tables get the speed-up over FP32."""
+    """All tables: per engine and precision, one per timed region; the others get the speed-up over
+    PyTorch FP32 when it was run."""
     blocks = []
-    precisions = list(dict.fromkeys(m.precision for m in measurements))
-    for precision in precisions:
-        rows = [m for m in measurements if m.precision == precision]
+    labels = list(dict.fromkeys(m.label for m in measurements))
+    for label in labels:
+        rows = [m for m in measurements if m.label == label]
         for stage in ("dnn", "e2e"):
             baseline = None
-            if precision != "fp32" and "fp32" in precisions:
+            if label != "fp32" and "fp32" in labels:
                 baseline = {
                     (m.batch_size, m.duration): getattr(m, stage).mean
                     for m in measurements
-                    if m.precision == "fp32"
+                    if m.label == "fp32"
                 }
-            title = f"{precision.upper()} latency, {STAGE_TITLES[stage]}, {rows[0].dnn.n} steps per row"
+            title = f"{rows[0].title} latency, {STAGE_TITLES[stage]}, {rows[0].dnn.n} steps per row"
             blocks.append(f"{title}\n\n{format_table(rows, stage, baseline)}")
     return "\n\n".join(blocks)
 
 
 def plot(measurements: Sequence[Measurement], path: str | Path) -> None:
-    """Average latency vs batch size, one line per duration (and precision), per timed region."""
+    """Average latency vs batch size, one line per duration (and engine and precision), per timed region."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    groups = sorted({(m.precision, m.duration) for m in measurements})
+    groups = list(dict.fromkeys((m.label, m.duration) for m in measurements))
     for ax, stage in zip(axes, ("dnn", "e2e"), strict=True):
-        for precision, duration in groups:
+        for label, duration in groups:
             rows = sorted(
-                (m for m in measurements if (m.precision, m.duration) == (precision, duration)),
+                (m for m in measurements if (m.label, m.duration) == (label, duration)),
                 key=lambda m: m.batch_size,
             )
             xs = [m.batch_size for m in rows]
             ys = [getattr(m, stage).mean for m in rows]
-            style = "-o" if precision == "fp32" else "--s"
-            ax.plot(xs, ys, style, label=f"{duration:g} s, {precision}")
+            style = "-o" if label == "fp32" else "--s"
+            ax.plot(xs, ys, style, label=f"{duration:g} s, {label}")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({m.batch_size for m in measurements}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -285,6 +300,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="weight dtypes: fp32, bf16 (faster on CPUs with AVX512-BF16 or AMX), fp16 (model.half(), "
         "CUDA only), int8 (int8 convolutions on CPU, calibrated on the first batch; jasper.quantize); "
         "with fp32 also run, the other tables get a speed-up column",
+    )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=ENGINES,
+        default=["torch"],
+        help="inference engines: torch (eager PyTorch), onnxruntime (the exported graph in ONNX Runtime on "
+        "the CPU, fp32 or int8 static quantization calibrated on the first batch; needs .[export]); each "
+        "engine runs each precision it supports, and the tables get the speed-up over torch fp32",
     )
     parser.add_argument(
         "--steps",
@@ -348,6 +372,14 @@ def run(args: argparse.Namespace) -> int:
         log.warning("int8 is CPU only; skipping it on %s", device)
         precisions = [p for p in precisions if p != "int8"] or ["fp32"]
     precisions.sort(key=lambda p: p != "fp32")  # fp32 first: the baseline of the speed-up columns
+    paths = []
+    for engine in dict.fromkeys(args.engines):
+        for precision in precisions:
+            if engine == "onnxruntime" and precision not in ("fp32", "int8"):
+                log.warning("onnxruntime runs fp32 and int8; skipping %s", precision)
+                continue
+            engines.check(engine, precision, device)
+            paths.append((engine, precision))
 
     torch.manual_seed(args.seed)
     cfg = config.load(args.model_config, args.override_config)
@@ -361,12 +393,12 @@ def run(args: argparse.Namespace) -> int:
 
     measurements: list[Measurement] = []
     # each precision is cast from the fp32 weights, not from the last precision's
-    fp32_weights = {k: v.clone() for k, v in model.state_dict().items()} if len(precisions) > 1 else None
-    for precision in precisions:
+    fp32_weights = {k: v.clone() for k, v in model.state_dict().items()} if len(paths) > 1 else None
+    for engine, precision in paths:
         if fp32_weights is not None:
             model.load_state_dict(fp32_weights)
         model.to(PRECISIONS[precision])
-        run_model = model
+        run_model = model if engine == "torch" and precision != "int8" else None
         for duration in args.durations:
             feats = FilterbankFeatures(
                 **fb | {"pad_to_max_duration": args.pad_to_max_duration, "max_duration": duration}
@@ -379,18 +411,17 @@ def run(args: argparse.Namespace) -> int:
                     )
                 else:
                     batches = synthetic_batches(bs, duration, sample_rate, args.seed)
-                if precision == "int8" and run_model is model:  # calibrated once, on the first batch
-                    from jasper.quantize import quantize
-
+                if run_model is None:  # int8 and ONNX Runtime: built once, on the first batch
                     audio, audio_lens = next(batches)
-                    run_model = quantize(model, [feats(audio.to(device), audio_lens.to(device))])
+                    first = [feats(audio.to(device), audio_lens.to(device))]
+                    run_model = engines.prepare(model, engine, precision, first, threads=args.threads)
                 dnn, e2e, frames = measure(
                     run_model, feats, tokenizer, batches, steps, warmup, device, PRECISIONS[precision]
                 )
-                m = Measurement(precision, bs, duration, frames, dnn, e2e)
+                m = Measurement(precision, bs, duration, frames, dnn, e2e, engine)
                 measurements.append(m)
                 print(
-                    f"{precision} bs={bs} dur={duration:g}s frames={frames}: "
+                    f"{m.label} bs={bs} dur={duration:g}s frames={frames}: "
                     f"dnn avg {m.dnn.mean:.2f} ms, e2e avg {m.e2e.mean:.2f} ms",
                     flush=True,
                 )
@@ -414,6 +445,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": steps,
             "warmup_steps": warmup,
             "pad_to_max_duration": args.pad_to_max_duration,
+            "engines": list(dict.fromkeys(args.engines)),
             "input": "manifests" if args.val_manifests else "synthetic",
             "val_manifests": args.val_manifests,
             "seed": args.seed,

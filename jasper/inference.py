@@ -44,10 +44,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Sampler
 
-from jasper import checkpoint, config, distributed
+from jasper import checkpoint, config, distributed, engines
 from jasper.data import AudioDataset, Batch, build_loader, load_utterances, unique_ids
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
+from jasper.engines import ENGINES
 from jasper.faults import Skipped
 from jasper.features import FilterbankFeatures
 from jasper.metrics import char_errors, word_errors
@@ -55,6 +56,7 @@ from jasper.model import Jasper
 from jasper.pipeline import (
     CHUNK_OVERLAP,
     CHUNK_SECONDS,
+    calibration_inputs,
     iter_transcribe,
     model_from_checkpoint,
     output_stride,
@@ -111,22 +113,17 @@ def _forever(loader: Any) -> Iterator[Batch]:
         yield from loader
 
 
-def calibrated_int8(
-    model: nn.Module, features: nn.Module, loader: Any, pad_leading: int, batches: int
-) -> nn.Module:
-    """`model` with int8 convolutions (`jasper.quantize`), calibrated on the loader's first `batches`
-    batches as `run_batches` feeds them to the model."""
-    from jasper.quantize import quantize
-
-    def inputs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i, batch in enumerate(loader):
-            if i == batches:
-                return
-            if len(batch):
-                feats, lens = features(batch.audio, batch.audio_lens)
-                yield F.pad(feats, (pad_leading, 0)), lens + pad_leading
-
-    return quantize(model, inputs())
+def calibration_batches(
+    features: nn.Module, loader: Any, pad_leading: int, batches: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's first `batches` batches as `run_batches` feeds them to the model: what int8
+    (`jasper.engines.prepare`) calibrates its activation ranges on."""
+    for i, batch in enumerate(loader):
+        if i == batches:
+            return
+        if len(batch):
+            feats, lens = features(batch.audio, batch.audio_lens)
+            yield F.pad(feats, (pad_leading, 0)), lens + pad_leading
 
 
 @torch.inference_mode()
@@ -376,7 +373,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calibration_batches",
         type=int,
         default=4,
-        help="batches that calibrate --precision int8 (default: %(default)s)",
+        help="batches that calibrate --precision int8 (default: %(default)s); with --transcribe_wav or "
+        "--transcribe_filelist, the first 30 s of this many files",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="torch (default): eager PyTorch; onnxruntime: the acoustic model exported to ONNX when the run "
+        "starts and run in ONNX Runtime on the CPU, fp32 or int8 (static quantization calibrated like "
+        "--precision int8); needs .[export]",
     )
     parser.add_argument(
         "--cudnn_benchmark", action="store_true", help="let cuDNN pick the fastest algorithms"
@@ -445,6 +451,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     beam.add_argument("--decoder_workers", type=int, default=1, help="beam-search processes (default 1)")
 
 
+def _engine_dir(args: argparse.Namespace) -> Path | None:
+    """Where ONNX Runtime's graphs are written: OUTPUT_DIR/onnxruntime, next to the log."""
+    return Path(args.output_dir) / "onnxruntime" if args.engine == "onnxruntime" else None
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -468,6 +479,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         log.warning("--amp: half precision needs CUDA; running float32 on %s", device)
     precision = args.precision or ("fp16" if args.amp and device.type == "cuda" else "fp32")
     dtype = inference_dtype(precision, device)
+    engines.check(args.engine, precision, device)
 
     cfg = config.load(args.model_config, args.override_config)
     tokenizer = Tokenizer(cfg["labels"])
@@ -494,14 +506,14 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         for path in export_torchscript(model, features, tokenizer, output_dir, stem, dtype, device):
             print(f"exported {path}")
     if args.torchscript:
-        if precision == "int8":
-            raise config.ConfigError("--precision int8 quantizes the eager model: leave out --torchscript")
+        if precision == "int8" or args.engine != "torch":
+            raise config.ConfigError(
+                "--torchscript traces the eager fp32/bf16/fp16 model: leave out --precision int8 and --engine"
+            )
         model = trace_model(model, features.n_filt, device, dtype)
 
     if args.transcribe_wav or args.transcribe_filelist:
-        if precision == "int8":
-            raise config.ConfigError("--precision int8 calibrates on --val_manifests; give those instead")
-        return _transcribe_files(args, ctx, model, features, tokenizer, stride)
+        return _transcribe_files(args, ctx, model, features, tokenizer, stride, precision)
     if not args.val_manifests:
         raise config.ConfigError(
             "nothing to do: give --val_manifests, --transcribe_wav or --transcribe_filelist"
@@ -521,10 +533,15 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         dataset.durations(), args.batch_size, ctx.world_size, ctx.rank, drop_last=args.steps > 0
     )
     loader = build_loader(dataset, sampler, workers=args.workers)
-    if precision == "int8":
+    if precision == "int8" or args.engine != "torch":
         if ctx.distributed:  # each rank would calibrate on its own batches: WERs no longer equal
-            raise config.ConfigError("--precision int8 runs in one process (NUM_GPUS=1)")
-        model = calibrated_int8(model, features, loader, args.pad_leading, args.calibration_batches)
+            raise config.ConfigError(
+                "--precision int8 and --engine onnxruntime run in one process (NUM_GPUS=1)"
+            )
+        calibration = calibration_batches(
+            features, loader, args.pad_leading, args.calibration_batches if precision == "int8" else 1
+        )
+        model = engines.prepare(model, args.engine, precision, calibration, workdir=_engine_dir(args))
     outputs = run_batches(
         model,
         features,
@@ -600,8 +617,10 @@ def _transcribe_files(
     features: FilterbankFeatures,
     tokenizer: Tokenizer,
     stride: int,
+    precision: str,
 ) -> int:
-    """The reference's file modes: print `Prediction   N: text` per file (rank 0 does the work)."""
+    """The reference's file modes: print `Prediction   N: text` per file (rank 0 does the work).
+    int8 calibrates on the first `--calibration_batches` files."""
     if not ctx.is_main:
         return 0
     if args.transcribe_wav:
@@ -614,6 +633,12 @@ def _transcribe_files(
                 f"--transcribe_filelist: cannot read {args.transcribe_filelist} ({e})"
             ) from None
         paths = [Path(line.strip()) for line in lines if line.strip()]
+    if precision == "int8" or args.engine != "torch":
+        files = args.calibration_batches if precision == "int8" else 1
+        calibration = calibration_inputs(paths, features, args.pad_leading, files)
+        if precision == "int8" and not calibration:
+            raise config.ConfigError("--precision int8: none of the files could be read to calibrate on")
+        model = engines.prepare(model, args.engine, precision, calibration, workdir=_engine_dir(args))
     skipped = Skipped("infer", strict=args.strict)
     results = iter_transcribe(
         paths,

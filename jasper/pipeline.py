@@ -90,8 +90,11 @@ def output_stride(model: nn.Module) -> int:
     """Feature frames per output frame: the product of all convolution strides.
 
     Residual and decoder convolutions have stride 1 in every Jasper/QuartzNet config (a strided
-    residual would not fit its block's output), so this is the main path's downsampling.
+    residual would not fit its block's output), so this is the main path's downsampling. A model
+    that hides its modules (`jasper.engines.OrtAcousticModel`) states it as `output_stride`.
     """
+    if isinstance(getattr(model, "output_stride", None), int):
+        return model.output_stride
     return math.prod(m.stride[0] for m in model.modules() if isinstance(m, nn.Conv1d))
 
 
@@ -211,6 +214,32 @@ def word_timings(
     return words
 
 
+def calibration_inputs(
+    paths: Iterable[str | Path],
+    features: FilterbankFeatures,
+    pad_leading: int = PAD_LEADING,
+    files: int = 4,
+    seconds: float = CHUNK_SECONDS,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Model inputs (features, lengths) of the first `seconds` of the first `files` readable
+    recordings, computed as `log_probs` computes them: what int8 (`jasper.engines.prepare`)
+    calibrates its activation ranges on when the input is files rather than a manifest.
+    Unreadable files are passed over here; transcription reports them."""
+    inputs = []
+    for path in paths:
+        if len(inputs) == files:
+            break
+        try:
+            audio = audio_io.load(path, features.sample_rate, duration=seconds)
+        except audio_io.AudioError:
+            continue
+        if audio.size <= features.n_fft:
+            continue
+        feats = F.pad(normalized_features(torch.from_numpy(audio), features), (pad_leading, 0))
+        inputs.append((feats[None], torch.tensor([feats.shape[1]])))
+    return inputs
+
+
 def iter_transcribe(
     paths: Iterable[str | Path],
     model: nn.Module,
@@ -282,7 +311,7 @@ class Pipeline:
     """A loaded model with its features and labels: what `transcribe` needs, bundled."""
 
     cfg: dict[str, Any]
-    model: Jasper
+    model: nn.Module  # the Jasper model, or what jasper.engines.prepare made of it
     features: FilterbankFeatures
     tokenizer: Tokenizer
     device: torch.device

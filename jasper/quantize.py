@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 import torch.ao.nn.quantized as nnq
@@ -28,8 +29,28 @@ from jasper.model import Jasper, MaskedConv1d
 
 warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
 
+
+def has_vnni() -> bool:
+    """Whether this CPU has VNNI (AVX512-VNNI, AVX-VNNI or AMX), read from /proc/cpuinfo.
+
+    With VNNI, int8 dot products accumulate straight into int32. Without it (AVX2, or AVX-512
+    without VNNI), x86 int8 kernels add pairs of uint8 x int8 products in int16 (vpmaddubsw),
+    which saturates when activations use all 8 bits: on an AVX2-only CPU, tiny random weights'
+    int8 log-probs moved by up to 0.43 from fp32, and by 0.09 with 7-bit activations, which
+    such CPUs get (`REDUCED_RANGE`).
+    """
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+REDUCED_RANGE = not has_vnni()
 QCONFIG = QConfig(
-    activation=MinMaxObserver.with_args(dtype=torch.quint8),
+    activation=MinMaxObserver.with_args(
+        dtype=torch.quint8, quant_min=0, quant_max=127 if REDUCED_RANGE else 255
+    ),
     weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
 )
 
@@ -77,13 +98,12 @@ class Int8MaskedConv1d(MaskedConv1d):
         self.int8_conv = nnq.Conv1d.from_float(plain)
 
 
-def quantize(model: Jasper, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Jasper:
-    """An int8 copy of `model` (eval mode, CPU), its activation ranges calibrated on `batches` of
-    (features, lengths) as the model receives them. `model` itself is left as it is."""
-    if "x86" in torch.backends.quantized.supported_engines:
-        torch.backends.quantized.engine = "x86"
-    q = copy.deepcopy(model).eval().float().cpu()
-    for block in q.encoder.layers:
+def fold_batchnorms(model: Jasper) -> Jasper:
+    """A float32 CPU copy of `model` (eval mode) with every BatchNorm folded into the convolution
+    before it and replaced by an Identity: the same function with half the ops. `model` is left as
+    it is."""
+    folded = copy.deepcopy(model).eval().float().cpu()
+    for block in folded.encoder.layers:
         body = getattr(block, block.body_name)
         for i in range(1, len(body)):
             if isinstance(body[i], nn.BatchNorm1d) and isinstance(body[i - 1], MaskedConv1d):
@@ -92,6 +112,17 @@ def quantize(model: Jasper, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
         for pair in block.res:
             fold_batchnorm(pair[0], pair[1])
             pair[1] = nn.Identity()
+    return folded
+
+
+def quantize(model: Jasper, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Jasper:
+    """An int8 copy of `model` (eval mode, CPU), its activation ranges calibrated on `batches` of
+    (features, lengths) as the model receives them. `model` itself is left as it is."""
+    if "x86" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "x86"
+    q = fold_batchnorms(model)
+    for block in q.encoder.layers:
+        body = getattr(block, block.body_name)
         for i, layer in enumerate(body):
             if isinstance(layer, MaskedConv1d):
                 body[i] = Int8MaskedConv1d(layer)

@@ -24,10 +24,19 @@ import numpy as np
 import soundfile as sf
 
 from jasper import audio as audio_io
-from jasper import config, streaming
+from jasper import config, engines, streaming
 from jasper.device import PRECISIONS
+from jasper.engines import ENGINES
 from jasper.faults import Skipped
-from jasper.pipeline import CHUNK_OVERLAP, CHUNK_SECONDS, PAD_LEADING, Pipeline, iter_transcribe, load
+from jasper.pipeline import (
+    CHUNK_OVERLAP,
+    CHUNK_SECONDS,
+    PAD_LEADING,
+    Pipeline,
+    calibration_inputs,
+    iter_transcribe,
+    load,
+)
 from jasper.timing import percentiles
 
 # Suffixes searched for in directories, each kept only if the installed libsndfile reads its format.
@@ -132,10 +141,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
         "--precision",
-        choices=sorted(set(PRECISIONS) - {"int8"}),
+        choices=sorted(PRECISIONS),
         default=None,
-        help="dtype of the model's weights: fp32 (default), bf16 (faster on CPUs with AVX512-BF16 or AMX "
-        "and on GPUs; see docs/benchmarks.md for its WER cost), fp16 (CUDA only)",
+        help="fp32 (default), bf16 (faster on CPUs with AVX512-BF16 or AMX and on GPUs), fp16 (CUDA only), "
+        "int8 (CPU: int8 convolutions whose activation ranges are calibrated on the first 30 s of the "
+        "first --calibration_files inputs; not with --stream); docs/benchmarks.md gives each one's WER cost",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="torch (default): eager PyTorch; onnxruntime: the acoustic model exported to ONNX at start-up "
+        "and run in ONNX Runtime on the CPU, fp32 or int8; needs .[export]",
+    )
+    parser.add_argument(
+        "--calibration_files",
+        type=int,
+        default=4,
+        help="inputs whose first 30 s calibrate --precision int8 (default: %(default)s)",
     )
     parser.add_argument("--amp", action="store_true", help="the same as --precision fp16 (CUDA only)")
     parser.add_argument(
@@ -195,14 +218,19 @@ def run(args: argparse.Namespace) -> int:
     if 0 < args.chunk_seconds <= args.chunk_overlap:
         raise config.ConfigError("--chunk_overlap must be shorter than --chunk_seconds")
     precision = args.precision or ("fp16" if args.amp else "fp32")
+    weights = "fp32" if precision == "int8" else precision  # int8 is made from the float model
     if args.stream:
         if len(args.inputs) != 1 or args.lm or args.output_dir:
             raise config.ConfigError("--stream takes one input (a file or -) and no --lm or --output_dir")
-        pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, precision)
+        if precision == "int8":
+            raise config.ConfigError("--precision int8 calibrates on input files: not with --stream")
+        pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, weights)
+        use_engine(args, pipe, precision, [])
         return run_stream(args, pipe)
     skipped = Skipped("transcribe", strict=args.strict)
     files = audio_files(args.inputs, skipped)
-    pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, precision)
+    pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, weights)
+    use_engine(args, pipe, precision, [f for f, _ in files])
     beam = None
     if args.lm:
         from jasper.decoding import BeamSearchDecoder
@@ -237,6 +265,20 @@ def run(args: argparse.Namespace) -> int:
         target.write_text(body + "\n")
         print(f"{result.path} -> {target}", file=sys.stderr)
     return skipped.finish(done)
+
+
+def use_engine(args: argparse.Namespace, pipe: Pipeline, precision: str, paths: list[Path]) -> None:
+    """Swap `pipe.model` for what `--engine` and int8 run (`jasper.engines`), calibrated on `paths`."""
+    engines.check(args.engine, precision, pipe.device)
+    if args.engine == "torch" and precision != "int8":
+        return
+    calibration = []
+    if precision == "int8":
+        files = max(args.calibration_files, 1)
+        calibration = calibration_inputs(paths, pipe.features, args.pad_leading, files)
+        if not calibration:
+            raise config.ConfigError("--precision int8: none of the inputs could be read to calibrate on")
+    pipe.model = engines.prepare(pipe.model, args.engine, precision, calibration)
 
 
 def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:

@@ -20,7 +20,8 @@
 # LOG_FILE           ""                      JSON lines log (default $OUTPUT_DIR/nvlog_infer.json)
 # NUM_GPUS           1                       processes; > 1 launches torchrun (gloo on CPU)
 # BATCH_SIZE 64, NUM_STEPS 0, NUM_WARMUP_STEPS 0, PAD_LEADING 16, SEED 0, AMP false, EMA true,
-# PRECISION ""  (fp32, bf16, or fp16 on CUDA: the weights' dtype; "" = fp32, or fp16 with AMP),
+# PRECISION ""  (fp32, bf16, fp16 on CUDA, or int8 on CPU; "" = fp32, or fp16 with AMP),
+# ENGINE torch (or onnxruntime: the acoustic model in ONNX Runtime on the CPU, fp32 or int8),
 # CPU false, CUDNN_BENCHMARK false, DALI_DEVICE gpu (accepted, unused), MAX_DURATION "",
 # PAD_TO_MAX_DURATION false (both override the input_val sections of the config)
 # DECODER            greedy                  or beam: CTC beam search, with LM (a `jasper lm build` dir)
@@ -107,6 +108,7 @@ if [[ $DECODER == beam ]]; then
 fi
 [[ $AMP == true ]] && args+=(--amp)
 [[ -n ${PRECISION:-} ]] && args+=(--precision "$PRECISION")
+[[ -n ${ENGINE:-} ]] && args+=(--engine "$ENGINE")
 [[ $EMA == true ]] && args+=(--ema)
 [[ $CPU == true ]] && args+=(--cpu)
 [[ $CUDNN_BENCHMARK == true ]] && args+=(--cudnn_benchmark)

@@ -7,6 +7,8 @@
 #   BATCH_SIZE_SEQ="1 2" MAX_DURATION_SEQ="2" NUM_STEPS=20 bash scripts/inference_benchmark.sh
 #   AMP=true bash scripts/inference_benchmark.sh          # FP16 and FP32, with the FP16 speed-up
 #   PRECISION_SEQ="fp32 bf16" CPU=true bash scripts/inference_benchmark.sh   # bf16 weights on CPU
+#   ENGINE_SEQ="torch onnxruntime" PRECISION_SEQ="fp32 bf16 int8" CPU=true bash scripts/inference_benchmark.sh
+#                                     # every CPU path: one table each, with its speed-up over fp32
 #
 # DATA_DIR ($1)       ""  synthetic audio of exactly each duration; set it to time real utterances
 #                         from $DATA_DIR/librispeech-$DATASET-wav.json (or MANIFESTS), at most that long
@@ -18,7 +20,9 @@
 # NUM_STEPS           timed steps per row (default: 500 on CUDA, 20 on CPU)
 # NUM_WARMUP_STEPS    untimed steps before them (default: 10 on CUDA, 3 on CPU)
 # AMP                 false; true runs FP16 next to an FP32 baseline (PRECISION_SEQ chooses freely)
-# PRECISION_SEQ       "fp32", or "fp32 fp16" when AMP=true; any of fp32, bf16, fp16 (CUDA only)
+# PRECISION_SEQ       "fp32", or "fp32 fp16" when AMP=true; any of fp32, bf16, fp16 (CUDA only),
+#                     int8 (CPU only)
+# ENGINE_SEQ          "torch"; add onnxruntime for ONNX Runtime on the CPU (its fp32 and int8 only)
 # PAD_TO_MAX_DURATION true: features padded to the duration's fixed length (208/704/1680 frames)
 # CUDNN_BENCHMARK     true
 # CPU                 false; true times the CPU even when CUDA is available
@@ -41,6 +45,7 @@ source "$REPO/scripts/positional.sh" "$@"
 : "${NUM_WARMUP_STEPS:=}"
 : "${AMP:=false}"
 if [[ $AMP == true ]]; then : "${PRECISION_SEQ:=fp32 fp16}"; else : "${PRECISION_SEQ:=fp32}"; fi
+: "${ENGINE_SEQ:=torch}"
 : "${PAD_TO_MAX_DURATION:=true}"
 : "${CUDNN_BENCHMARK:=true}"
 : "${CPU:=false}"
@@ -59,12 +64,14 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 read -r -a batch_sizes <<<"$BATCH_SIZE_SEQ"
 read -r -a durations <<<"$MAX_DURATION_SEQ"
 read -r -a precisions <<<"$PRECISION_SEQ"
+read -r -a engine_seq <<<"$ENGINE_SEQ"
 args=(
   --model_config "$MODEL_CONFIG"
   --output_dir "$OUTPUT_DIR"
   --batch_sizes "${batch_sizes[@]}"
   --durations "${durations[@]}"
   --precisions "${precisions[@]}"
+  --engines "${engine_seq[@]}"
   --seed "$SEED"
 )
 [[ -n $CHECKPOINT ]] && args+=(--ckpt "$CHECKPOINT")

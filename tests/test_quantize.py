@@ -74,15 +74,17 @@ def test_infer_int8_transcribes_as_fp32_does(mini: dict, one_process: Path, tmp_
     assert jiwer.cer(fp32, int8) < 0.2  # random weights: near-tied argmaxes flip (0.10 measured)
 
 
-def test_int8_needs_manifests_and_benchmark_times_it(
+def test_int8_file_mode_and_benchmark(
     mini: dict,  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     wav = next(mini["root"].rglob("*.flac"))
     args = ["infer", "--model_config", str(TINY), "--ckpt", str(mini["ckpt"]), "--cpu", "-o", str(tmp_path)]
-    assert main([*args, "--transcribe_wav", str(wav), "--precision", "int8"]) == 2
-    assert "calibrates on --val_manifests" in capsys.readouterr().err
+    assert main([*args, "--transcribe_wav", str(wav), "--precision", "int8"]) == 0  # calibrated on the file
+    assert "Prediction   1:" in capsys.readouterr().out
+    assert main([*args, "--transcribe_wav", str(wav), "--precision", "int8", "--torchscript"]) == 2
+    assert "leave out --precision int8" in capsys.readouterr().err
     with pytest.raises(config.ConfigError, match="calibration"):  # never a silent fp32 model
         load(mini["ckpt"], device="cpu", precision="int8")
     bench = ["infer-benchmark", "--model_config", str(TINY), "--device", "cpu", "--batch_sizes", "1"]

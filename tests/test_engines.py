@@ -1,0 +1,130 @@
+"""ONNX Runtime as an inference engine (`jasper.engines`, `--engine onnxruntime`): fp32 is the eager
+function, int8 stays within a stated distance of it on real speech, and `jasper infer`,
+`transcribe` and `infer-benchmark` run both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jiwer
+import pytest
+import torch
+from conftest import require_shared
+from test_inference import mini, one_process, read_predictions, run_script, script_env  # noqa: F401
+from test_transcribe import TINY
+
+from jasper import audio, config
+from jasper.cli import main
+from jasper.engines import OrtAcousticModel, prepare
+from jasper.features import FilterbankFeatures
+from jasper.model import Jasper
+from jasper.pipeline import output_stride
+
+pytest.importorskip("onnxruntime", reason="ONNX Runtime is an extra: pip install -e '.[export]'")
+pytest.importorskip("onnxscript", reason="the ONNX exporter is an extra: pip install -e '.[export]'")
+
+# Largest |int8 - fp32| log-prob accepted on held-out real speech with tiny random weights, for
+# either int8 engine (measured on an AVX2 CPU: PyTorch 0.09, ONNX Runtime 0.15; both 0.43 before
+# activations, resp. weights, got 7 bits there: jasper.quantize.has_vnni).
+INT8_TOLERANCE = 0.25
+
+
+def test_onnxruntime_fp32_is_the_eager_model_and_int8_stays_close_on_real_speech() -> None:
+    clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))
+    cfg = config.load(TINY)
+    torch.manual_seed(0)
+    model = Jasper.from_config(cfg).eval()
+    features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features")).eval()
+
+    def feats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(audio.load(path))
+        return features(x[None], torch.tensor([x.numel()]))
+
+    calibration = [feats(p) for p in clips[:3]]
+    fp32 = prepare(model, "onnxruntime", "fp32")
+    assert isinstance(fp32, OrtAcousticModel)
+    assert output_stride(fp32) == output_stride(model) == 2
+    int8 = {name: prepare(model, name, "int8", calibration) for name in ("torch", "onnxruntime")}
+    with torch.inference_mode():
+        for path in clips[5:8]:  # not the calibration clips
+            x, lens = feats(path)
+            ref, ref_lens = model(x, lens)
+            got, got_lens = fp32(x, lens)
+            assert torch.equal(ref_lens, got_lens)
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+            for name, q in int8.items():
+                got, got_lens = q(x, lens)
+                assert torch.equal(ref_lens, got_lens)
+                diff = float((got - ref).abs().max())
+                print(f"{name} int8 vs fp32: max |log-prob difference| {diff:.3f}")
+                assert diff < INT8_TOLERANCE, name
+                assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9, name
+        batch = torch.randn(2, x.shape[1], 333), torch.tensor([333, 120])  # dynamic axes, masks
+        torch.testing.assert_close(fp32(*batch)[0], model(*batch)[0], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="at least one batch"):
+        prepare(model, "onnxruntime", "int8", [])
+
+
+def test_infer_onnxruntime_int8_transcribes_as_fp32_does(
+    mini: dict,  # noqa: F811
+    one_process: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    env = script_env(
+        mini, tmp_path, PREDICTION_FILE=str(tmp_path / "ort.txt"), ENGINE="onnxruntime", PRECISION="int8"
+    )
+    out = run_script("inference.sh", env | {"CPU": "true"}, "--workers", "0")
+    assert "eval_wer" in out.stdout
+    assert (tmp_path / "onnxruntime" / "acoustic-model.int8.onnx").is_file()
+    fp32 = [h for _, h in read_predictions(one_process / "pred.txt")]
+    int8 = [h for _, h in read_predictions(tmp_path / "ort.txt")]
+    assert len(int8) == len(fp32) == 36
+    assert jiwer.cer(fp32, int8) < 0.2  # random weights: near-tied argmaxes flip
+
+
+def test_transcribe_engines_and_their_errors(
+    mini: dict,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clips = [str(p) for p in sorted(mini["root"].rglob("*.flac"))[:3]]
+    base = ["transcribe", "--ckpt", str(mini["ckpt"]), "--device", "cpu"]
+
+    def transcribe(*extra: str) -> tuple[int, str, str]:
+        code = main([*base, *extra])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, torch_fp32, _ = transcribe(*clips)
+    assert code == 0
+    texts = [line.split("\t")[1] for line in torch_fp32.splitlines()]
+    assert len(texts) == 3 and any(t.strip() for t in texts)
+    assert transcribe("--engine", "onnxruntime", *clips)[:2] == (0, torch_fp32)
+    code, torch_int8, _ = transcribe("--precision", "int8", "--calibration_files", "2", *clips)
+    assert code == 0
+    assert jiwer.cer(texts, [line.split("\t")[1] for line in torch_int8.splitlines()]) < 0.2
+    refused = {
+        ("--engine", "onnxruntime", "--precision", "bf16"): "runs fp32 or int8",
+        ("--precision", "int8", "--stream"): "not with --stream",
+    }
+    for extra, message in refused.items():
+        code, _, err = transcribe(*extra, clips[0])
+        assert code == 2 and message in err, err
+
+
+def test_benchmark_sweeps_engines_and_precisions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = ["infer-benchmark", "--model_config", str(TINY), "--device", "cpu", "--batch_sizes", "1", "2"]
+    bench += ["--durations", "1", "--precisions", "fp32", "int8", "bf16", "--engines", "torch", "onnxruntime"]
+    assert main([*bench, "--steps", "2", "--warmup_steps", "1", "--threads", "1", "-o", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "infer_benchmark.json").read_text())
+    paths = [(r["engine"], r["precision"]) for r in record["results"] if r["batch_size"] == 1]
+    assert paths == [
+        ("torch", "fp32"),
+        ("torch", "int8"),
+        ("torch", "bf16"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+    ]  # onnxruntime has no bf16: skipped, with a warning
+    out = capsys.readouterr().out
+    assert "ONNX Runtime INT8 latency, model only" in out and "Speed-up vs FP32" in out
+    assert (tmp_path / "infer_benchmark.png").stat().st_size > 10_000
