@@ -1,5 +1,6 @@
-"""benchmarks/peers.py and benchmarks/streaming.py run from a clone and print their tables: on three
-real clips and a short recording, so the figures in docs/benchmarks.md come from scripts that work."""
+"""benchmarks/peers.py, streaming.py and engine_accuracy.py run from a clone and print their tables:
+on a few real clips and a short recording, so the figures in docs/benchmarks.md come from scripts
+that work."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import require_shared
-from test_transcribe import ENV, write_checkpoint
+from test_inference import mini  # noqa: F401
+from test_transcribe import ENV, TINY, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = {  # row name: the module that brings it
@@ -56,3 +58,13 @@ def test_streaming_benchmark_prints_rtf_latency_and_memory(tmp_path: Path) -> No
     assert [int(r[0]) for r in rows] == [5, 30]
     assert all(0 < float(r[1]) < 1 and int(r[2]) > 50 for r in rows)
     assert "peak RSS, long minus short stream" in out
+
+
+def test_engine_accuracy_prints_a_row_per_path(mini: dict) -> None:  # noqa: F811
+    small = f"real={mini['root']}:{mini['tmp'] / 'small.json'}"
+    args = ["--ckpt", str(mini["ckpt"]), "--model_config", str(TINY), "--set", small, "--threads", "1"]
+    out = script("engine_accuracy.py", *args, "--paths", "torch:fp32", "torch:int8")
+    rows = re.findall(r"^\| (PyTorch \w+) \| ([\d.]+)% / ([\d.]+)% \| ([+-][\d.]+)", out, re.M)
+    assert [r[0] for r in rows] == ["PyTorch fp32", "PyTorch int8"]
+    assert float(rows[0][3]) == 0.0
+    assert abs(float(rows[1][1]) - float(rows[0][1]) - float(rows[1][3])) < 0.01  # the column is the move
