@@ -38,7 +38,7 @@ from torch import nn
 
 from jasper import config, engines
 from jasper.decoding import decode_ids, greedy_ids
-from jasper.device import PRECISIONS
+from jasper.device import PRECISIONS, inference_dtype
 from jasper.engines import ENGINES
 from jasper.features import FilterbankFeatures
 from jasper.text import Tokenizer
@@ -397,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
     for engine, precision in paths:
         if fp32_weights is not None:
             model.load_state_dict(fp32_weights)
-        model.to(PRECISIONS[precision])
+        model.to(inference_dtype(precision, device))  # bf16 on a CPU that emulates it: a warning
         run_model = model if engine == "torch" and precision != "int8" else None
         for duration in args.durations:
             feats = FilterbankFeatures(

@@ -380,9 +380,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="torch",
-        help="torch (default): eager PyTorch; onnxruntime: the acoustic model exported to ONNX when the run "
-        "starts and run in ONNX Runtime on the CPU, fp32 or int8 (static quantization calibrated like "
-        "--precision int8); needs .[export]",
+        help="torch (default): eager PyTorch; onnxruntime: the acoustic model exported to ONNX (cached in "
+        "$XDG_CACHE_HOME/jasper/onnxruntime) and run in ONNX Runtime on the CPU, fp32 or int8 (static "
+        "quantization calibrated like --precision int8); needs .[export]",
     )
     parser.add_argument(
         "--cudnn_benchmark", action="store_true", help="let cuDNN pick the fastest algorithms"
@@ -449,11 +449,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     beam.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's tuned.json)")
     beam.add_argument("--beta", type=float, default=None, help="word bonus (default: the LM's tuned.json)")
     beam.add_argument("--decoder_workers", type=int, default=1, help="beam-search processes (default 1)")
-
-
-def _engine_dir(args: argparse.Namespace) -> Path | None:
-    """Where ONNX Runtime's graphs are written: OUTPUT_DIR/onnxruntime, next to the log."""
-    return Path(args.output_dir) / "onnxruntime" if args.engine == "onnxruntime" else None
 
 
 def _seed(seed: int) -> None:
@@ -541,7 +536,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         calibration = calibration_batches(
             features, loader, args.pad_leading, args.calibration_batches if precision == "int8" else 1
         )
-        model = engines.prepare(model, args.engine, precision, calibration, workdir=_engine_dir(args))
+        model = engines.prepare(model, args.engine, precision, calibration)
     outputs = run_batches(
         model,
         features,
@@ -638,7 +633,7 @@ def _transcribe_files(
         calibration = calibration_inputs(paths, features, args.pad_leading, files)
         if precision == "int8" and not calibration:
             raise config.ConfigError("--precision int8: none of the files could be read to calibrate on")
-        model = engines.prepare(model, args.engine, precision, calibration, workdir=_engine_dir(args))
+        model = engines.prepare(model, args.engine, precision, calibration)
     skipped = Skipped("infer", strict=args.strict)
     results = iter_transcribe(
         paths,

@@ -18,20 +18,20 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 import torch.ao.nn.quantized as nnq
 from torch import nn
 from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig
 
+from jasper import device
 from jasper.model import Jasper, MaskedConv1d
 
 warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
 
 
 def has_vnni() -> bool:
-    """Whether this CPU has VNNI (AVX512-VNNI, AVX-VNNI or AMX), read from /proc/cpuinfo.
+    """Whether this CPU has VNNI (AVX512-VNNI, AVX-VNNI or AMX); False where that is unknown.
 
     With VNNI, int8 dot products accumulate straight into int32. Without it (AVX2, or AVX-512
     without VNNI), x86 int8 kernels add pairs of uint8 x int8 products in int16 (vpmaddubsw),
@@ -39,11 +39,7 @@ def has_vnni() -> bool:
     int8 log-probs moved by up to 0.43 from fp32, and by 0.09 with 7-bit activations, which
     such CPUs get (`REDUCED_RANGE`).
     """
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(device.cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 REDUCED_RANGE = not has_vnni()

@@ -36,6 +36,7 @@ from typing import Any
 
 from jasper.datasets.synthetic import ENGINES, SynthOptions, budgets
 from jasper.datasets.transform import LEVERS
+from jasper.device import has_native_bf16
 from jasper.faults import SKIPPED_EXIT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     stage(4, f"training {args.model_config.name} for {args.minutes:g} minutes through scripts/train.sh")
     train_dir = out / "train"
     train_started = time.time()
-    amp = args.amp == "on" or (args.amp == "auto" and cpu_has_bf16())
+    amp = args.amp == "on" or (args.amp == "auto" and has_native_bf16())
     train_env = {
         "DATA_DIR": str(synth),
         "MODEL_CONFIG": str(args.model_config),
@@ -389,15 +390,6 @@ def evaluate_checkpoints(
             continue
         points.append({"epoch": epoch, "minutes": minutes, "predictions": str(pred)})
     return points
-
-
-def cpu_has_bf16() -> bool:
-    """True on x86 CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def jasper() -> str:

@@ -151,8 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default="torch",
-        help="torch (default): eager PyTorch; onnxruntime: the acoustic model exported to ONNX at start-up "
-        "and run in ONNX Runtime on the CPU, fp32 or int8; needs .[export]",
+        help="torch (default): eager PyTorch; onnxruntime: the acoustic model exported to ONNX (cached in "
+        "$XDG_CACHE_HOME/jasper/onnxruntime) and run in ONNX Runtime on the CPU, fp32 or int8; needs "
+        ".[export]",
     )
     parser.add_argument(
         "--calibration_files",

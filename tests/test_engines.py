@@ -14,9 +14,9 @@ from conftest import require_shared
 from test_inference import mini, one_process, read_predictions, run_script, script_env  # noqa: F401
 from test_transcribe import TINY
 
-from jasper import audio, config
+from jasper import audio, config, device, engines, quantize
 from jasper.cli import main
-from jasper.engines import OrtAcousticModel, prepare
+from jasper.engines import OrtAcousticModel, cache_key, prepare
 from jasper.features import FilterbankFeatures
 from jasper.model import Jasper
 from jasper.pipeline import output_stride
@@ -30,7 +30,17 @@ pytest.importorskip("onnxscript", reason="the ONNX exporter is an extra: pip ins
 INT8_TOLERANCE = 0.25
 
 
-def test_onnxruntime_fp32_is_the_eager_model_and_int8_stays_close_on_real_speech() -> None:
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test builds its ONNX files in its own cache, not in the user's."""
+    monkeypatch.setattr(engines, "CACHE", tmp_path / "cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # for the subprocesses
+    return tmp_path / "cache"
+
+
+def test_onnxruntime_fp32_is_the_eager_model_and_int8_stays_close_on_real_speech(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))
     cfg = config.load(TINY)
     torch.manual_seed(0)
@@ -46,6 +56,19 @@ def test_onnxruntime_fp32_is_the_eager_model_and_int8_stays_close_on_real_speech
     assert isinstance(fp32, OrtAcousticModel)
     assert output_stride(fp32) == output_stride(model) == 2
     int8 = {name: prepare(model, name, "int8", calibration) for name in ("torch", "onnxruntime")}
+    assert sorted(p.name for p in cache.rglob("*")) == sorted(
+        [
+            fp32.path.parent.name,
+            int8["onnxruntime"].path.parent.name,
+            "acoustic-model.fp32.onnx",
+            "acoustic-model.int8.onnx",
+        ]
+    )  # nothing half-built is left behind
+    assert "from the cache" not in capsys.readouterr().err
+    again = prepare(model, "onnxruntime", "int8", calibration)
+    assert again.path == int8["onnxruntime"].path and "from the cache" in capsys.readouterr().err
+    other = [(x * 1.01, n) for x, n in calibration]  # other calibration data: another model
+    assert cache_key(model, "int8", other) != cache_key(model, "int8", calibration)
     with torch.inference_mode():
         for path in clips[5:8]:  # not the calibration clips
             x, lens = feats(path)
@@ -71,14 +94,16 @@ def test_infer_onnxruntime_int8_transcribes_as_fp32_does(
     one_process: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    env = script_env(
-        mini, tmp_path, PREDICTION_FILE=str(tmp_path / "ort.txt"), ENGINE="onnxruntime", PRECISION="int8"
-    )
-    out = run_script("inference.sh", env | {"CPU": "true"}, "--workers", "0")
-    assert "eval_wer" in out.stdout
-    assert (tmp_path / "onnxruntime" / "acoustic-model.int8.onnx").is_file()
+    env = script_env(mini, tmp_path, ENGINE="onnxruntime", PRECISION="int8", CPU="true")
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    first = run_script("inference.sh", env | {"PREDICTION_FILE": str(tmp_path / "1.txt")}, "--workers", "0")
+    again = run_script("inference.sh", env | {"PREDICTION_FILE": str(tmp_path / "2.txt")}, "--workers", "0")
+    assert "exporting the acoustic model for ONNX Runtime int8" in first.stderr
+    assert "from the cache" in again.stderr and "exporting" not in again.stderr
+    assert len(list((tmp_path / "jasper" / "onnxruntime").glob("*/acoustic-model.int8.onnx"))) == 1
     fp32 = [h for _, h in read_predictions(one_process / "pred.txt")]
-    int8 = [h for _, h in read_predictions(tmp_path / "ort.txt")]
+    int8 = [h for _, h in read_predictions(tmp_path / "1.txt")]
+    assert read_predictions(tmp_path / "2.txt") == read_predictions(tmp_path / "1.txt")
     assert len(int8) == len(fp32) == 36
     assert jiwer.cer(fp32, int8) < 0.2  # random weights: near-tied argmaxes flip
 
@@ -128,3 +153,20 @@ def test_benchmark_sweeps_engines_and_precisions(tmp_path: Path, capsys: pytest.
     out = capsys.readouterr().out
     assert "ONNX Runtime INT8 latency, model only" in out and "Speed-up vs FP32" in out
     assert (tmp_path / "infer_benchmark.png").stat().st_size > 10_000
+
+
+def test_cpu_flags_decide_bf16_warning_and_int8_range(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cpu = torch.device("cpu")
+    for flags, warned, vnni in (
+        ({"avx2"}, True, False),  # an AVX2-only EPYC: bf16 emulated, int8 sums in int16
+        ({"avx512f", "avx512_vnni", "avx512_bf16"}, False, True),
+        ({"avx2", "avx_vnni", "amx_bf16"}, False, True),
+        (set(), False, False),  # unknown (no /proc/cpuinfo): no warning, 7-bit int8 to be safe
+    ):
+        monkeypatch.setattr(device, "cpu_flags", lambda f=frozenset(flags): f)
+        caplog.clear()
+        assert device.inference_dtype("bf16", cpu) == torch.bfloat16
+        assert (device.BF16_EMULATED in caplog.text) == warned, flags
+        assert quantize.has_vnni() == vnni, flags
