@@ -1,12 +1,14 @@
 """CPU fast paths of the acoustic model side by side, in one process: the probes behind the choice
-of `--precision bf16` (a bf16 copy of the weights, not autocast) and `--precision int8` (PyTorch's
-int8 convolutions, not ONNX Runtime), on one batch of 2 s features.
+of `--precision bf16` (a bf16 copy of the weights, not autocast), `--precision int8` (PyTorch's
+int8 convolutions) and `--engine onnxruntime` (BatchNorm folded before export), on one batch of
+2 s features.
 
     python benchmarks/cpu_paths.py --model_config configs/jasper10x5dr_speedp-online_speca.yaml
 
 Each row: median of `--calls` calls after 4 warm-up calls, ms, and the largest absolute log-prob
 difference from fp32 (random weights). ONNX Runtime rows need `.[export]`; `--compile` adds
-`torch.compile` of the bf16 copy (a long compile on 2 cores).
+`torch.compile` of the bf16 copy (a long compile on 2 cores). bf16 rows are left out on a CPU
+without AVX512-BF16 or AMX, where bf16 is emulated (about 65x slower than fp32).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import numpy as np
 import torch
 
 from jasper import config
-from jasper.export import SIGNATURES, build_components, example_inputs, export_onnx
+from jasper.device import has_native_bf16
+from jasper.engines import export_acoustic_model, quantize_onnx
+from jasper.export import build_components, example_inputs
 from jasper.model import Jasper
-from jasper.quantize import quantize
+from jasper.quantize import fold_batchnorms, quantize
 
 
 def median_ms(fn: Callable[[], object], calls: int) -> float:
@@ -72,57 +76,40 @@ def main() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(feats, lens)
 
-        torch_row("bf16 autocast", autocast)
-        bf16, xb = copy.deepcopy(model).to(torch.bfloat16), feats.to(torch.bfloat16)
-        torch_row("bf16 copy (--precision bf16)", lambda: bf16(xb, lens))
-        frozen = torch.jit.freeze(torch.jit.trace(bf16, (xb, lens), check_trace=False))
-        torch_row("bf16 copy, TorchScript trace + freeze", lambda: frozen(xb, lens))
-        if args.compile:
-            compiled = torch.compile(bf16, dynamic=False)
-            torch_row("bf16 copy, torch.compile", lambda: compiled(xb, lens))
+        if has_native_bf16():
+            torch_row("bf16 autocast", autocast)
+            bf16, xb = copy.deepcopy(model).to(torch.bfloat16), feats.to(torch.bfloat16)
+            torch_row("bf16 copy (--precision bf16)", lambda: bf16(xb, lens))
+            frozen = torch.jit.freeze(torch.jit.trace(bf16, (xb, lens), check_trace=False))
+            torch_row("bf16 copy, TorchScript trace + freeze", lambda: frozen(xb, lens))
+            if args.compile:
+                compiled = torch.compile(bf16, dynamic=False)
+                torch_row("bf16 copy, torch.compile", lambda: compiled(xb, lens))
+        else:
+            print("bf16 rows left out: this CPU has neither AVX512-BF16 nor AMX (bf16 is emulated)")
         int8 = quantize(model, calibration)
         torch_row("int8 convolutions (--precision int8)", lambda: int8(feats, lens))
 
     try:
         import onnxruntime as ort
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            QuantFormat,
-            QuantType,
-            quantize_dynamic,
-            quantize_static,
-        )
+        from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as e:
         print(f"ONNX Runtime rows skipped: {e}")
     else:
         tmp = Path(tempfile.mkdtemp())
-        fp32_file = tmp / "acoustic.onnx"
-        export_onnx(components["acoustic-model"], (feats, lens), SIGNATURES["acoustic-model"], fp32_file)
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.items = [{"features": f.numpy(), "feature_lengths": n.numpy()} for f, n in calibration]
-
-            def get_next(self) -> dict | None:
-                return self.items.pop() if self.items else None
-
-        dynamic, static = tmp / "dynamic.onnx", tmp / "static.onnx"
-        quantize_dynamic(str(fp32_file), str(dynamic), weight_type=QuantType.QInt8)
-        quantize_static(
-            str(fp32_file),
-            str(static),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["Conv"],
-        )
-        inputs = {"features": feats.numpy(), "feature_lengths": lens.numpy()}
+        plain = export_acoustic_model(model, tmp / "plain.onnx", (feats, lens))
+        folded = export_acoustic_model(fold_batchnorms(model), tmp / "folded.onnx", (feats, lens))
+        dynamic = tmp / "dynamic.onnx"
+        quantize_dynamic(str(folded), str(dynamic), weight_type=QuantType.QInt8)
+        inputs = {"features": feats.numpy(), "feature_lengths": lens.numpy().astype(np.int32)}
         for name, path in (
-            ("ORT fp32", fp32_file),
-            ("ORT int8 dynamic", dynamic),
-            ("ORT int8 static QDQ", static),
+            ("ORT fp32, BatchNorm as exported", plain),
+            ("ORT fp32, BatchNorm folded (--engine onnxruntime)", folded),
+            ("ORT int8 dynamic (ConvInteger), folded", dynamic),
+            (
+                "ORT int8 static QDQ, folded (--engine onnxruntime --precision int8)",
+                quantize_onnx(folded, tmp / "static.onnx", calibration),
+            ),
         ):
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.log_severity_level = args.threads, 3

@@ -2,7 +2,7 @@
 --precision P`) on the same utterances: the accuracy cost of bf16, int8 and ONNX Runtime.
 
     python benchmarks/engine_accuracy.py   # the quickstart's checkpoint, test split and real clips
-    python benchmarks/engine_accuracy.py --ckpt CKPT --model_config CFG --set NAME=DATA_DIR:MANIFEST.json
+    python benchmarks/engine_accuracy.py --ckpt CKPT --model_config CFG --set NAME=DATA_DIR:A.json,B.json
 
 Each cell is one `jasper infer` run as the quickstart evaluates (greedy, `--pad_leading 0`, batch
 16, CPU); int8 calibrates on the first 4 batches of the set it scores. A path whose WER moves by
@@ -58,8 +58,8 @@ def parse_set(text: str) -> tuple[str, tuple[Path, list[Path]]]:
     name, _, rest = text.partition("=")
     data_dir, _, manifest = rest.partition(":")
     if not (name and data_dir and manifest):
-        raise argparse.ArgumentTypeError(f"expected NAME=DATA_DIR:MANIFEST.json, got {text!r}")
-    return name, (Path(data_dir), [Path(manifest)])
+        raise argparse.ArgumentTypeError(f"expected NAME=DATA_DIR:MANIFEST.json[,MORE.json], got {text!r}")
+    return name, (Path(data_dir), [Path(m) for m in manifest.split(",")])
 
 
 def score(
@@ -114,7 +114,8 @@ def main() -> None:
         type=parse_set,
         action="append",
         default=None,
-        help="NAME=DATA_DIR:MANIFEST.json, repeatable (default: the quickstart's synth-test and real clips)",
+        help="NAME=DATA_DIR:MANIFEST.json[,MORE.json], repeatable (default: the quickstart's synth-test "
+        "and real clips)",
     )
     parser.add_argument(
         "--paths",
