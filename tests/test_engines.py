@@ -10,15 +10,13 @@ from pathlib import Path
 import jiwer
 import pytest
 import torch
-from conftest import require_shared
 from test_inference import mini, one_process, read_predictions, run_script, script_env  # noqa: F401
+from test_quantize import tiny_model_on_real_speech
 from test_transcribe import TINY
 
-from jasper import audio, config, device, engines, quantize
+from jasper import device, engines, quantize
 from jasper.cli import main
 from jasper.engines import OrtAcousticModel, cache_key, prepare
-from jasper.features import FilterbankFeatures
-from jasper.model import Jasper
 from jasper.pipeline import output_stride
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is an extra: pip install -e '.[export]'")
@@ -41,17 +39,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_onnxruntime_fp32_is_the_eager_model_and_int8_stays_close_on_real_speech(
     cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))
-    cfg = config.load(TINY)
-    torch.manual_seed(0)
-    model = Jasper.from_config(cfg).eval()
-    features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features")).eval()
-
-    def feats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(audio.load(path))
-        return features(x[None], torch.tensor([x.numel()]))
-
-    calibration = [feats(p) for p in clips[:3]]
+    model, inputs = tiny_model_on_real_speech()
+    calibration = inputs[:3]
     fp32 = prepare(model, "onnxruntime", "fp32")
     assert isinstance(fp32, OrtAcousticModel)
     assert output_stride(fp32) == output_stride(model) == 2
@@ -70,8 +59,7 @@ def test_onnxruntime_fp32_is_the_eager_model_and_int8_stays_close_on_real_speech
     other = [(x * 1.01, n) for x, n in calibration]  # other calibration data: another model
     assert cache_key(model, "int8", other) != cache_key(model, "int8", calibration)
     with torch.inference_mode():
-        for path in clips[5:8]:  # not the calibration clips
-            x, lens = feats(path)
+        for x, lens in inputs[5:8]:  # not the calibration clips
             ref, ref_lens = model(x, lens)
             got, got_lens = fp32(x, lens)
             assert torch.equal(ref_lens, got_lens)

@@ -35,25 +35,30 @@ def test_folding_batchnorm_into_the_convolution_is_exact() -> None:
         torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_int8_model_stays_close_to_float_on_real_speech() -> None:
-    clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))
+def tiny_model_on_real_speech() -> tuple[Jasper, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Tiny random weights (seed 0) and the model inputs of the first 8 real clips: int8 calibrates
+    on the first 3 and is compared with fp32 on 5-7."""
+    clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))[:8]
     cfg = config.load(TINY)
     torch.manual_seed(0)
     model = Jasper.from_config(cfg).eval()
     features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features")).eval()
-
-    def feats(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = []
+    for path in clips:
         x = torch.from_numpy(audio.load(path))
-        return features(x[None], torch.tensor([x.numel()]))
+        inputs.append(features(x[None], torch.tensor([x.numel()])))
+    return model, inputs
 
-    q = quantize(model, [feats(p) for p in clips[:3]])
+
+def test_int8_model_stays_close_to_float_on_real_speech() -> None:
+    model, inputs = tiny_model_on_real_speech()
+    q = quantize(model, inputs[:3])
     assert sum(isinstance(m, Int8MaskedConv1d) for m in q.modules()) == sum(
         isinstance(m, MaskedConv1d) for m in model.encoder.modules()
     )
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in q.encoder.modules())
     with torch.inference_mode():
-        for path in clips[5:8]:  # not the calibration clips
-            x, lens = feats(path)
+        for x, lens in inputs[5:8]:  # not the calibration clips
             ref, ref_lens = model(x, lens)
             got, got_lens = q(x, lens)
             assert torch.equal(ref_lens, got_lens)
