@@ -39,6 +39,7 @@ from jasper.model import Jasper
 from jasper.quantize import REDUCED_RANGE, fold_batchnorms, quantize
 
 ENGINES = ("torch", "onnxruntime")
+ON_CPU = "add --cpu; for jasper transcribe, --device cpu"
 INSTALL_HINT = 'ONNX Runtime and the ONNX exporter are an extra: pip install -e ".[export]"'
 
 Calibration = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -50,10 +51,10 @@ def check(engine: str, precision: str, device: torch.device) -> None:
     if engine not in ENGINES:
         raise config.ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if precision == "int8" and device.type != "cpu":
-        raise config.ConfigError(f"--precision int8 runs on the CPU only, not {device} (add --cpu)")
+        raise config.ConfigError(f"--precision int8 runs on the CPU only, not {device} ({ON_CPU})")
     if engine == "onnxruntime":
         if device.type != "cpu":
-            raise config.ConfigError(f"--engine onnxruntime runs on the CPU here, not {device} (add --cpu)")
+            raise config.ConfigError(f"--engine onnxruntime runs on the CPU here, not {device} ({ON_CPU})")
         if precision not in ("fp32", "int8"):
             raise config.ConfigError(f"--engine onnxruntime runs fp32 or int8, not --precision {precision}")
         try:
