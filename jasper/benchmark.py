@@ -39,7 +39,7 @@ from torch import nn
 from jasper import config, engines
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
-from jasper.engines import ENGINES
+from jasper.engines import ENGINES, ORT_PRECISIONS
 from jasper.features import FilterbankFeatures
 from jasper.text import Tokenizer
 from jasper.timing import LatencyStats, synchronize
@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     paths = []
     for engine in dict.fromkeys(args.engines):
         for precision in precisions:
-            if engine == "onnxruntime" and precision not in ("fp32", "int8"):
+            if engine == "onnxruntime" and precision not in ORT_PRECISIONS:
                 log.warning("onnxruntime runs fp32 and int8; skipping %s", precision)
                 continue
             engines.check(engine, precision, device)

@@ -7,9 +7,9 @@ the same code for every engine, and only the engine differs between two rows of 
 
 ONNX Runtime runs the acoustic-model graph of `jasper export` (masks and lengths inside the graph,
 dynamic batch and time axes), exported when a run first needs it and cached by content. BatchNorm
-is first folded into the convolutions (`jasper.quantize.fold_batchnorms`): the same function with
-half the ops, so fp32 stays within about 1e-5 of eager and, on jasper10x5dr 1 x 2 s, ran 475 ms
-against 590 ms unfolded. int8 is ONNX Runtime's static quantization of that graph: every Conv gets
+is first folded into the convolutions (`jasper.quantize.fold_batchnorms`): fp32 stays within about
+1e-5 of eager (ONNX Runtime would fuse the BatchNorms itself; folding matters for int8, below).
+int8 is ONNX Runtime's static quantization of that graph: every Conv gets
 per-channel int8 weights and uint8 activations whose ranges are calibrated on a few batches
 (MinMax), in QDQ format, which ONNX Runtime fuses into int8 convolutions when it loads the graph
 (unfolded, a float BatchNorm after each int8 convolution made it no faster than fp32).
@@ -36,9 +36,11 @@ from jasper import export as export_module
 from jasper import quantize as quantize_module
 from jasper.export import OPSET, SIGNATURES, AcousticModel, export_onnx
 from jasper.model import Jasper
+from jasper.pipeline import output_stride
 from jasper.quantize import REDUCED_RANGE, fold_batchnorms, quantize
 
 ENGINES = ("torch", "onnxruntime")
+ORT_PRECISIONS = ("fp32", "int8")
 ON_CPU = "add --cpu; for jasper transcribe, --device cpu"
 INSTALL_HINT = 'ONNX Runtime and the ONNX exporter are an extra: pip install -e ".[export]"'
 
@@ -55,7 +57,7 @@ def check(engine: str, precision: str, device: torch.device) -> None:
     if engine == "onnxruntime":
         if device.type != "cpu":
             raise config.ConfigError(f"--engine onnxruntime runs on the CPU here, not {device} ({ON_CPU})")
-        if precision not in ("fp32", "int8"):
+        if precision not in ORT_PRECISIONS:
             raise config.ConfigError(f"--engine onnxruntime runs fp32 or int8, not --precision {precision}")
         try:
             import onnxruntime  # noqa: F401
@@ -99,13 +101,9 @@ class OrtAcousticModel(nn.Module):
         return torch.from_numpy(log_probs), torch.from_numpy(out_lens).long()
 
 
-def _strides(model: nn.Module) -> int:
-    return int(np.prod([m.stride[0] for m in model.modules() if isinstance(m, nn.Conv1d)]))
-
-
 def export_acoustic_model(model: Jasper, path: Path, example: tuple[torch.Tensor, torch.Tensor]) -> Path:
     """`model` as ONNX (jasper.export's acoustic-model graph), traced on `example`."""
-    module = AcousticModel(model.float().cpu().eval())
+    module = AcousticModel(model)  # a float32 CPU model: fold_batchnorms makes one
     features, lengths = example
     export_onnx(
         module, (features.float().cpu(), lengths.cpu().to(torch.int32)), SIGNATURES["acoustic-model"], path
@@ -176,7 +174,7 @@ def prepare(
     path = directory / f"acoustic-model.{precision}.onnx"
     if path.is_file():
         print(f"jasper: ONNX Runtime {precision} model from the cache: {path}", file=sys.stderr)
-        return OrtAcousticModel(path, _strides(model), threads)
+        return OrtAcousticModel(path, output_stride(model), threads)
     print(
         f"jasper: exporting the acoustic model for ONNX Runtime {precision} (kept in {directory})...",
         file=sys.stderr,
@@ -200,7 +198,7 @@ def prepare(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"jasper: built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return OrtAcousticModel(path, _strides(model), threads)
+    return OrtAcousticModel(path, output_stride(model), threads)
 
 
 def cache_key(model: Jasper, precision: str, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> str:
