@@ -26,10 +26,10 @@ import torch
 
 from jasper import config
 from jasper.device import has_native_bf16
-from jasper.engines import export_acoustic_model, quantize_onnx
-from jasper.export import build_components, example_inputs
+from jasper.inference.engines import export_acoustic_model, quantize_onnx
+from jasper.inference.export import build_components, example_inputs
+from jasper.inference.quantize import fold_batchnorms, quantize
 from jasper.model import Jasper
-from jasper.quantize import fold_batchnorms, quantize
 
 
 def median_ms(fn: Callable[[], object], calls: int) -> float:

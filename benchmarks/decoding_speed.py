@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jasper.decoding import BeamSearchDecoder, collapse
-from jasper.lm import ENGLISH_LABELS, build_lm, load_logits, load_references
+from jasper.decoding import collapse
+from jasper.lm.beam import BeamSearchDecoder
+from jasper.lm.tool import ENGLISH_LABELS, build_lm, load_logits, load_references
 from jasper.metrics import wer
 
 FRAMES_PER_SECOND = 50

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from jasper import config, export
+from jasper import config
+from jasper.inference import export
 from jasper.model import Jasper
 
 

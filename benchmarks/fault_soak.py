@@ -55,7 +55,7 @@ SITECUSTOMIZE = """
 import os
 if os.environ.get("JASPER_SOAK_KILL"):
     import io, signal, torch
-    from jasper import train
+    from jasper.training import train
     kind, n = os.environ.pop("JASPER_SOAK_KILL").split(":")
     calls = {"update": 0, "save": 0}
     set_lr, save = train.set_lr, torch.save
@@ -329,9 +329,9 @@ def soak_batch_tools(data_dir: Path, work: Path) -> Row:
     import torch
 
     from jasper import config
-    from jasper.lm import find_tool
+    from jasper.lm.ngram import LMError
+    from jasper.lm.tool import find_tool
     from jasper.model import Jasper
-    from jasper.ngram import LMError
 
     row = Row("bad input to the batch tools (transcribe, infer, data prepare, lm build)")
     torch.manual_seed(0)
@@ -410,13 +410,13 @@ def soak_serving(requests: int, concurrency: int, data_dir: Path, work: Path) ->
     import torch
 
     from jasper import audio, config
-    from jasper.client import Client, run_requests
     from jasper.decoding import greedy_decode
     from jasper.features import FilterbankFeatures
     from jasper.model import Jasper
-    from jasper.serve import TritonError, TritonInstall, TritonServer
+    from jasper.serving.client import Client, run_requests
+    from jasper.serving.repository import RepoOptions, write_repository
+    from jasper.serving.server import TritonError, TritonInstall, TritonServer
     from jasper.text import Tokenizer
-    from jasper.triton import RepoOptions, write_repository
 
     try:
         TritonInstall.find()

@@ -84,12 +84,12 @@ def manifest_clips(manifest: Path, dataset_dir: Path) -> list[tuple[np.ndarray, 
 
 
 def load_jasper(ckpt: Path, lm: Path | None) -> Recogniser:
-    from jasper.pipeline import load, log_probs
+    from jasper.inference.pipeline import load, log_probs
 
     pipe = load(ckpt, device="cpu")
     beam = None
     if lm is not None:
-        from jasper.decoding import BeamSearchDecoder
+        from jasper.lm.beam import BeamSearchDecoder
 
         beam = BeamSearchDecoder(pipe.tokenizer.labels, str(lm), beam_width=64)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from jasper.client import Client
-from jasper.serve import TritonServer
+from jasper.serving.client import Client
+from jasper.serving.server import TritonServer
 
 SAMPLE_RATE = 16000
 
@@ -139,9 +139,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def build_repo(args: argparse.Namespace, out: Path) -> Path:
     import torch
 
-    from jasper import config, export
+    from jasper import config
+    from jasper.inference import export
     from jasper.model import Jasper
-    from jasper.triton import RepoOptions, write_repository
+    from jasper.serving.repository import RepoOptions, write_repository
 
     cfg = config.load(args.model_config)
     if args.ckpt:

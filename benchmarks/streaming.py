@@ -91,8 +91,8 @@ def accuracy(args: argparse.Namespace) -> None:
     import jiwer
 
     from jasper.decoding import collapse
-    from jasper.pipeline import load, log_probs
-    from jasper.streaming import StreamingTranscriber, transcribe_stream
+    from jasper.inference.pipeline import load, log_probs
+    from jasper.inference.streaming import StreamingTranscriber, transcribe_stream
     from jasper.text import normalize
 
     torch.set_num_threads(args.threads)

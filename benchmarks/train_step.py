@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from jasper import config
-from jasper.evaluation import ctc_loss
 from jasper.model import Jasper
-from jasper.optim import OPTIMIZERS, build_optimizer
+from jasper.training.loss import ctc_loss
+from jasper.training.optim import OPTIMIZERS, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "jasper10x5dr_speedp-online_speca.yaml"

@@ -15,21 +15,45 @@ Entry = tuple[str, str]  # (module, one-line help)
 GROUP_HELP = {"data": "download and prepare LibriSpeech, or render a synthetic TTS corpus"}
 COMMANDS: dict[str, Entry | dict[str, Entry]] = {
     "quickstart": (
-        "jasper.quickstart",
+        "jasper.quickstart.run",
         "render a TTS corpus, train, evaluate and write a report: the whole system",
     ),
     "model-info": ("jasper.model_info", "print blocks, parameters, receptive field and GFLOPs of a config"),
-    "lm": ("jasper.lm", "build an n-gram word LM with KenLM, tune beam-search LM weights"),
-    "train": ("jasper.train", "train a model (one process, or torchrun for several GPUs/CPU processes)"),
-    "train-benchmark": ("jasper.train_benchmark", "synthetic benchmark data; training throughput table"),
-    "train-stability": ("jasper.stability", "train with several seeds, evaluate each: WER mean/std table"),
-    "infer": ("jasper.inference", "evaluate on manifests (WER, predictions, logits), or transcribe files"),
-    "transcribe": ("jasper.transcribe", "transcribe audio files or folders (text, or JSON with word times)"),
-    "infer-benchmark": ("jasper.benchmark", "inference latency by batch size and duration: table, JSON, PNG"),
-    "export": ("jasper.export", "export feature extractor, acoustic model and decoder to ONNX/TorchScript"),
-    "triton-repo": ("jasper.triton", "write a Triton Inference Server model repository (cpu or gpu flavour)"),
-    "serve": ("jasper.serve", "run Triton Inference Server on a model repository until SIGTERM"),
-    "client": ("jasper.client", "transcribe audio files with a running Triton server (HTTP or gRPC), WER"),
+    "lm": ("jasper.lm.tool", "build an n-gram word LM with KenLM, tune beam-search LM weights"),
+    "train": (
+        "jasper.training.train",
+        "train a model (one process, or torchrun for several GPUs/CPU processes)",
+    ),
+    "train-benchmark": ("jasper.training.benchmark", "synthetic benchmark data; training throughput table"),
+    "train-stability": (
+        "jasper.training.stability",
+        "train with several seeds, evaluate each: WER mean/std table",
+    ),
+    "infer": (
+        "jasper.inference.infer",
+        "evaluate on manifests (WER, predictions, logits), or transcribe files",
+    ),
+    "transcribe": (
+        "jasper.inference.transcribe",
+        "transcribe audio files or folders (text, or JSON with word times)",
+    ),
+    "infer-benchmark": (
+        "jasper.inference.benchmark",
+        "inference latency by batch size and duration: table, JSON, PNG",
+    ),
+    "export": (
+        "jasper.inference.export",
+        "export feature extractor, acoustic model and decoder to ONNX/TorchScript",
+    ),
+    "triton-repo": (
+        "jasper.serving.repository",
+        "write a Triton Inference Server model repository (cpu or gpu flavour)",
+    ),
+    "serve": ("jasper.serving.server", "run Triton Inference Server on a model repository until SIGTERM"),
+    "client": (
+        "jasper.serving.client",
+        "transcribe audio files with a running Triton server (HTTP or gRPC), WER",
+    ),
     "data": {
         "download": (
             "jasper.datasets.download",

@@ -1,6 +1,5 @@
 """The compute device of a job: threads and TF32 switches, the autocast dtype that --amp and
---amp_dtype give training, the weight dtype that --precision gives inference, and the allocator
-warm-up of --pre_allocate_range.
+--amp_dtype give training, and the weight dtype that --precision gives inference.
 """
 
 from __future__ import annotations
@@ -11,12 +10,8 @@ import logging
 from pathlib import Path
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
 from jasper.config import ConfigError
-from jasper.evaluation import ctc_loss
-from jasper.features import FilterbankFeatures
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +49,7 @@ def amp_dtype(args: argparse.Namespace, device: torch.device) -> torch.dtype | N
 # features are cast to (the log-softmax runs in float32 whatever it is). A bf16 copy of the weights
 # beats bf16 autocast on CPU, which re-casts every weight on every call: jasper10x5dr 1 x 2 s took
 # 264 ms against 588 ms (fp32: 512 ms) on cpu-2c (benchmarks/cpu_paths.py, docs/benchmarks.md).
-# int8 keeps float32 weights and features: `jasper.quantize` then swaps in int8 convolutions.
+# int8 keeps float32 weights and features: `jasper.inference.quantize` then swaps in int8 convolutions.
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 
@@ -98,37 +93,3 @@ def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """Mixed precision in `dtype`, or a no-op when `dtype` is None."""
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def pre_allocate(
-    model: nn.Module,
-    features: FilterbankFeatures,
-    frame_range: list[int],
-    batch: int,
-    blank: int,
-    amp_dtype: torch.dtype | None,
-    show_progress: bool = False,
-) -> None:
-    """Forward+backward at every padded length in `frame_range` (allocator and cuDNN warm-up), then
-    put the weights, BatchNorm statistics and RNG states back: training is the same with or without it.
-    With cuDNN autotuning each length costs seconds on a GPU, hence the progress bar."""
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-    device = next(model.parameters()).device
-    lo, hi = frame_range
-    lengths = range(lo, hi + features.pad_align, features.pad_align)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for frames in tqdm(lengths, desc="pre-allocating", unit="length", disable=not show_progress):
-            feats = torch.randn(batch, features.n_filt, frames, device=device)
-            lens = torch.full((batch,), frames, dtype=torch.int32, device=device)
-            target_len = max(1, min(100, frames // 4))
-            targets = torch.randint(0, blank, (batch, target_len), device=device)
-            with autocast(device, amp_dtype):
-                log_probs, out_lens = model(feats, lens)
-                target_lens = torch.full((batch,), target_len, device=device)
-                loss = ctc_loss(log_probs, out_lens, targets, target_lens, blank).mean()
-            loss.backward()
-    model.zero_grad(set_to_none=True)
-    model.load_state_dict(saved)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    log.info("pre-allocated for %d..%d frames", lo, hi)

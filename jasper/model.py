@@ -49,7 +49,7 @@ class MaskedConv1d(nn.Conv1d):
         return self.convolve(x), out_lens
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of the masked input (`jasper.quantize` swaps in an int8 one)."""
+        """The convolution of the masked input (`jasper.inference.quantize` swaps in an int8 one)."""
         return super().forward(x)
 
 

@@ -26,6 +26,28 @@ def test_console_script_help() -> None:
         assert name in out.stdout
 
 
+def test_help_and_the_package_import_only_what_they_need() -> None:
+    """`jasper --help` and `import jasper` load no sub-package and no torch; the package's lazy
+    re-export (`from jasper import pipeline`) still works, and loads the inference pipeline."""
+    probe = (
+        "import sys, jasper, jasper.cli\n"
+        "try:\n    jasper.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "subs = {'datasets', 'lm', 'training', 'inference', 'serving', 'quickstart'}\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m == 'torch' or m.startswith('jasper.') and m.split('.')[1] in subs)\n"
+        "print('before', heavy)\n"
+        "from jasper import pipeline\n"
+        "print('after', pipeline.__name__, 'jasper.inference.pipeline' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "before []" in out
+    assert "after jasper.inference.pipeline True" in out
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import jasper
+
+        _ = jasper.nothing
+
+
 @pytest.mark.parametrize("words", LEAVES, ids=" ".join)
 def test_every_command_has_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:

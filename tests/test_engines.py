@@ -1,4 +1,4 @@
-"""ONNX Runtime as an inference engine (`jasper.engines`, `--engine onnxruntime`): fp32 is the eager
+"""ONNX Runtime as an inference engine (`jasper.inference.engines`, `--engine onnxruntime`): fp32 is the eager
 function, int8 stays within a stated distance of it on real speech, and `jasper infer`,
 `transcribe` and `infer-benchmark` run both."""
 
@@ -14,17 +14,18 @@ from test_inference import mini, one_process, read_predictions, run_script, scri
 from test_quantize import tiny_model_on_real_speech
 from test_transcribe import TINY
 
-from jasper import device, engines, quantize
+from jasper import device
 from jasper.cli import main
-from jasper.engines import OrtAcousticModel, cache_key, prepare
-from jasper.pipeline import output_stride
+from jasper.inference import engines, quantize
+from jasper.inference.engines import OrtAcousticModel, cache_key, prepare
+from jasper.inference.pipeline import output_stride
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is an extra: pip install -e '.[export]'")
 pytest.importorskip("onnxscript", reason="the ONNX exporter is an extra: pip install -e '.[export]'")
 
 # Largest |int8 - fp32| log-prob accepted on held-out real speech with tiny random weights, for
 # either int8 engine (measured on an AVX2 CPU: PyTorch 0.09, ONNX Runtime 0.15; both 0.43 before
-# activations, resp. weights, got 7 bits there: jasper.quantize.has_vnni).
+# activations, resp. weights, got 7 bits there: jasper.inference.quantize.has_vnni).
 INT8_TOLERANCE = 0.25
 
 

@@ -15,11 +15,12 @@ import pytest
 import torch
 from conftest import REPO, SHARED
 
-from jasper import audio, config, export
+from jasper import audio, config
 from jasper.checkpoint import atomic_save
 from jasper.cli import main
 from jasper.decoding import collapse, greedy_decode
 from jasper.features import FilterbankFeatures
+from jasper.inference import export
 from jasper.model import Jasper
 from jasper.text import Tokenizer
 

@@ -16,9 +16,9 @@ from conftest import REPO, require_shared
 @pytest.mark.slow
 def test_fault_soak_loses_nothing(tmp_path: Path) -> None:
     data = require_shared("data", "librispeech-real-mini")
-    from jasper.lm import find_tool
-    from jasper.ngram import LMError
-    from jasper.serve import TritonError, TritonInstall
+    from jasper.lm.ngram import LMError
+    from jasper.lm.tool import find_tool
+    from jasper.serving.server import TritonError, TritonInstall
 
     args = ["--kills", "5", "--requests", "1000", "--data_dir", str(data), "--output_dir", str(tmp_path)]
     run = subprocess.run(

@@ -195,8 +195,8 @@ def test_bad_checkpoints_are_one_line_errors(
 
 
 def test_lm_build_skips_missing_and_binary_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jasper.lm import find_tool
-    from jasper.ngram import LMError
+    from jasper.lm.ngram import LMError
+    from jasper.lm.tool import find_tool
 
     try:
         find_tool("lmplz")

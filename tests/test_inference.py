@@ -22,7 +22,7 @@ from jasper import config
 from jasper.cli import main
 from jasper.data import AudioDataset, load_utterances, unique_ids
 from jasper.features import FilterbankFeatures
-from jasper.inference import BatchShardSampler, save_logits
+from jasper.inference.infer import BatchShardSampler, save_logits
 from jasper.model import Jasper
 from jasper.text import Tokenizer, normalize
 

@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 from conftest import require_shared
 
-from jasper.benchmark import Measurement, format_table, report
 from jasper.cli import main
-from jasper.timing import LatencyStats, percentiles
+from jasper.inference.benchmark import Measurement, format_table, report
+from jasper.inference.timing import LatencyStats, percentiles
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"

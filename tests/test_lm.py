@@ -18,8 +18,8 @@ import torch
 
 from jasper import cli
 from jasper.decoding import collapse, greedy_decode
-from jasper.lm import ENGLISH_LABELS, build_lm, find_tool, import_arpa, load_logits, load_references
-from jasper.ngram import LMError, read_ngram_counts, read_unigrams, resolve_lm
+from jasper.lm.ngram import LMError, read_ngram_counts, read_unigrams, resolve_lm
+from jasper.lm.tool import ENGLISH_LABELS, build_lm, find_tool, import_arpa, load_logits, load_references
 from jasper.text import Tokenizer
 
 
@@ -232,7 +232,7 @@ def _peaked_log_probs(seed: int, frames: int = 120) -> np.ndarray:
 def test_beam_width_one_without_lm_is_greedy(make) -> None:
     # With one beam, prefixes ending in a blank and in a label are never merged, so the search keeps
     # exactly the best path: the greedy one.
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
     arrays = [make(seed) for seed in range(8)]
     with BeamSearchDecoder(LABELS, beam_width=1) as decoder:
@@ -249,7 +249,7 @@ def test_beam_width_one_without_lm_is_greedy(make) -> None:
 
 @needs_kenlm
 def test_lm_recovers_words_greedy_misspells(lm_dirs: dict[str, Path]) -> None:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
     assert _greedy(HELO_WRLD) == "helo wrld"
     with BeamSearchDecoder(LABELS, beam_width=16) as decoder:
@@ -263,7 +263,7 @@ def test_lm_recovers_words_greedy_misspells(lm_dirs: dict[str, Path]) -> None:
 
 @needs_kenlm
 def test_decoding_is_deterministic_with_and_without_workers(lm_dirs: dict[str, Path]) -> None:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
     arrays = [_random_log_probs(seed, frames=80, scale=1.5) for seed in range(6)] + [HELO_WRLD]
     arrays.insert(2, np.zeros((0, BLANK + 1), np.float32))  # an empty utterance decodes to ""
@@ -279,7 +279,7 @@ def test_decoding_is_deterministic_with_and_without_workers(lm_dirs: dict[str, P
 
 @needs_kenlm
 def test_decoder_checks_the_number_of_classes() -> None:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
     with BeamSearchDecoder(LABELS) as decoder, pytest.raises(ValueError, match="29"):
         decoder.decode(np.zeros((5, 28), np.float32))
@@ -292,7 +292,7 @@ def test_decoder_checks_the_number_of_classes() -> None:
 def test_tune_writes_the_best_weights_which_the_decoder_then_uses(
     lm_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
     lm_dir = tmp_path / "lm"
     build_lm([_write(tmp_path / "g.txt", GREETINGS)], lm_dir, 2, memory=MEMORY)

@@ -1,4 +1,4 @@
-"""Tests for jasper.optim: Novograd against the spec's worked example and the reference's golden
+"""Tests for jasper.training.optim: Novograd against the spec's worked example and the reference's golden
 fixture, both LR policies against the reference's values, and the EMA's arithmetic."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from conftest import require_shared
 from torch import nn
 
-from jasper.optim import EMA, Novograd, build_optimizer, lr_at, set_lr
+from jasper.training.optim import EMA, Novograd, build_optimizer, lr_at, set_lr
 
 
 def _fixture() -> dict:

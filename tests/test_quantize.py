@@ -1,5 +1,5 @@
-"""int8 inference (`jasper.quantize`, `--precision int8`): BatchNorm folding is exact, the int8 model
-stays close to the float one, and `jasper infer` / `infer-benchmark` run it."""
+"""int8 inference (`jasper.inference.quantize`, `--precision int8`): BatchNorm folding is exact, the int8
+model stays close to the float one, and `jasper infer` / `infer-benchmark` run it."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from test_transcribe import TINY
 from jasper import audio, config
 from jasper.cli import main
 from jasper.features import FilterbankFeatures
+from jasper.inference.pipeline import load
+from jasper.inference.quantize import Int8MaskedConv1d, fold_batchnorm, quantize
 from jasper.model import Jasper, MaskedConv1d
-from jasper.pipeline import load
-from jasper.quantize import Int8MaskedConv1d, fold_batchnorm, quantize
 
 
 def test_folding_batchnorm_into_the_convolution_is_exact() -> None:

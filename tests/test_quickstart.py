@@ -27,7 +27,7 @@ import pytest
 from conftest import require_shared
 
 from jasper import config
-from jasper.quickstart import corpus_dir
+from jasper.quickstart.run import corpus_dir
 from jasper.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]

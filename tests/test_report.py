@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from jasper import metric_log, report
+from jasper.quickstart import report
+from jasper.training import metric_log
 
 
 def test_curves_run_on_training_time_across_resumed_runs(

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, shortest_mini_rows, write_manifest
 
 from jasper import checkpoint
-from jasper.stability import markdown, table
+from jasper.training.stability import markdown, table
 
 
 def test_table_mean_and_sample_std() -> None:

@@ -1,5 +1,5 @@
-"""`jasper transcribe --stream` and jasper.streaming: equal to the whole-file path when one window holds
-the stream, independent of how the audio arrives, bounded in memory, and readable from a pipe."""
+"""`jasper transcribe --stream` and jasper.inference.streaming: equal to the whole-file path when one window
+holds the stream, independent of how the audio arrives, bounded in memory, and readable from a pipe."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from conftest import require_shared
 from test_transcribe import ENV, write_checkpoint
 
 from jasper import audio
-from jasper.pipeline import load, log_probs, word_timings
-from jasper.streaming import StreamingTranscriber, read_blocks, transcribe_stream
+from jasper.inference.pipeline import load, log_probs, word_timings
+from jasper.inference.streaming import StreamingTranscriber, read_blocks, transcribe_stream
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from jasper.datasets.synthetic import (
     voice_weights,
 )
 from jasper.datasets.voices import CATALOGUE, VOICES, Voice
-from jasper.quickstart import DEFAULT_ENGINES
+from jasper.quickstart.run import DEFAULT_ENGINES
 
 WORDS = (
     "the old man walked slowly along the river bank while the children played near the mill and "

@@ -15,10 +15,10 @@ from conftest import REPO, impossible_clip, shortest_mini_rows, write_manifest
 
 from jasper import checkpoint, config
 from jasper.data import AudioDataset, ShardedEvalSampler, build_loader, load_utterances
-from jasper.evaluation import evaluate
 from jasper.features import FilterbankFeatures
 from jasper.model import Jasper
 from jasper.text import Tokenizer
+from jasper.training.evaluation import evaluate
 
 
 def _manifests(tmp: Path) -> tuple[Path, str, str]:

@@ -19,8 +19,8 @@ from conftest import require_shared
 from jasper import audio, config
 from jasper.cli import main
 from jasper.features import FilterbankFeatures
+from jasper.inference.pipeline import load, log_mel, log_probs, transcribe, word_timings
 from jasper.model import Jasper
-from jasper.pipeline import load, log_mel, log_probs, transcribe, word_timings
 from jasper.text import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,8 +248,8 @@ def test_transcribe_function_signature(mini: dict) -> None:
 def test_lm_beam_search_decoding(mini: dict, tmp_path: Path) -> None:
     """`--lm` decodes with beam search; every word then comes from the LM's vocabulary or is an
     unknown word the acoustic evidence forced (the random test model forces many)."""
-    from jasper.lm import build_lm, find_tool
-    from jasper.ngram import LMError
+    from jasper.lm.ngram import LMError
+    from jasper.lm.tool import build_lm, find_tool
 
     try:
         find_tool("lmplz")

@@ -31,8 +31,14 @@ from jasper.checkpoint import atomic_save
 from jasper.decoding import greedy_decode
 from jasper.features import FilterbankFeatures
 from jasper.model import Jasper
+from jasper.serving.repository import (
+    RepoOptions,
+    ensemble_config,
+    stage_config,
+    validate_repository,
+    write_repository,
+)
 from jasper.text import Tokenizer
-from jasper.triton import RepoOptions, ensemble_config, stage_config, validate_repository, write_repository
 
 TINY = REPO / "configs" / "tiny.yaml"
 MAX_DURATION = 8.0
@@ -63,7 +69,7 @@ class Served:
     """The tiny model, its eager transcripts, and the `jasper serve` process serving its repository."""
 
     def __init__(self, root: Path) -> None:
-        from jasper.serve import TritonError, TritonInstall
+        from jasper.serving.server import TritonError, TritonInstall
 
         try:
             TritonInstall.find()
@@ -137,7 +143,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def _transcribe(
     served: Served, batches: list[list[np.ndarray]], protocol: str = "http", concurrency: int = 1
 ):
-    from jasper.client import Client, run_requests
+    from jasper.serving.client import Client, run_requests
 
     async def go():
         async with Client(served.url(protocol), protocol) as client:
@@ -213,7 +219,7 @@ def test_ragged_batch_in_one_request_decodes_like_separate_requests(served: Serv
 
 
 def test_concurrent_requests_are_batched(served: Served) -> None:
-    from jasper.client import Client
+    from jasper.serving.client import Client
 
     clips = _speech(8)
     results = _transcribe(served, [[c] for c in clips], concurrency=8)
@@ -272,7 +278,7 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_gets_an_error_and_the_server_stays_up(served: Served, case: str) -> None:
-    from jasper.client import Client, ClientError
+    from jasper.serving.client import Client, ClientError
 
     (data,), dtype, lengths = BAD_INPUTS[case]()
 
@@ -330,7 +336,7 @@ def test_client_command_prints_transcripts_and_wer(served: Served, tmp_path: Pat
 
 def test_sigterm_stops_cleanly_without_leaks(served: Served) -> None:
     """Runs last: SIGTERM to `jasper serve` stops Triton and its stubs, and frees their /dev/shm regions."""
-    from jasper.serve import process_tree
+    from jasper.serving.server import process_tree
 
     tree = process_tree(served.process.pid)
     assert len(tree) >= 5, f"expected jasper serve, tritonserver and 3 backend stubs, got {tree}"

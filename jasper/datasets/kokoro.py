@@ -1,7 +1,7 @@
 """Kokoro-82M voices: 54 style vectors and their blends, hundreds of synthetic speakers offline.
 
-Why: a model trained on 14 TTS voices learns those voices, not speech (docs/benchmarks.md, "What
-limits the unseen-voice error rate"). Kokoro is a neural TTS whose speaker is a 256-dimensional style
+Why: a model trained on 14 TTS voices learns those voices, not speech (docs/experiments.md,
+"Conclusions"). Kokoro is a neural TTS whose speaker is a 256-dimensional style
 vector per phoneme count; a convex mix of two or three voices' vectors is a new, plausible speaker, so
 one 92 MB model gives as many voices as a corpus needs.
 

@@ -80,7 +80,7 @@ CHAPTER_SIZE = 50
 CHAPTER_BASE = {"train": 1000, "dev": 2000, "test": 3000}
 ENGINES = ("espeak", "flite", "festival", "piper", "kokoro")
 # Piper has one voice, so more of it adds no speaker variety (and it renders slowest): 3.0 -> 1.0 left
-# unseen-voice error rates as they were and made room for more hours (docs/benchmarks.md).
+# unseen-voice error rates as they were and made room for more hours (docs/experiments.md).
 # Kokoro renders 1.4 audio-s per worker-s against espeak's 181 (docs/benchmarks.md): its weight sets the time.
 ENGINE_WEIGHTS = {"piper": 1.0, "flite": 2.0, "festival": 2.0, "espeak": 1.0, "kokoro": 2.0}
 # Engines whose voices share one model: one probe renders, the other voices only need their data.

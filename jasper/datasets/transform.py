@@ -1,7 +1,7 @@
 """Voice transformation: turn every training utterance of a synthetic corpus into a speaker of its own.
 
-Why: with 14 training voices the model learns the voices, not speech (docs/benchmarks.md, "What
-limits the unseen-voice error rate"). This command derives a new corpus from a rendered one in which
+Why: with 14 training voices the model learns the voices, not speech (docs/experiments.md,
+"Conclusions"). This command derives a new corpus from a rendered one in which
 each training utterance is changed by its own seeded draw, so no two training utterances share a
 voice, a room or a microphone exactly. Dev and test are linked unchanged: the test split stays
 "clean voices never trained on", byte for byte the source's, so error rates compare across corpora.

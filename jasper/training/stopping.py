@@ -11,7 +11,7 @@ import signal
 import threading
 from typing import Any
 
-log = logging.getLogger("jasper.train")
+log = logging.getLogger("jasper.training.train")
 
 
 class StopSignals:

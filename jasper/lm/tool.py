@@ -1,7 +1,7 @@
 """`jasper lm build|tune`: n-gram word LMs for beam-search decoding, and the LM weights that suit a model.
 
 A character CTC model trained briefly spells words by ear ("we tok r wapeopor"); beam search with a
-word LM (`jasper.decoding.BeamSearchDecoder`) turns such output into words, the cheapest large WER
+word LM (`jasper.lm.beam.BeamSearchDecoder`) turns such output into words, the cheapest large WER
 gain there is. `build` estimates the LM with KenLM's own programs: `lmplz` (modified Kneser-Ney,
 on-disk, fast on corpora of billions of words) writes the ARPA text, `build_binary` the memory-mapped
 binary that the decoder loads at once and that forked decoding workers share.
@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from jasper.faults import Skipped
-from jasper.ngram import (
+from jasper.lm.ngram import (
     ARPA,
     BINARY,
     INFO,
@@ -52,7 +52,7 @@ from jasper.ngram import (
 from jasper.text import normalize
 
 if TYPE_CHECKING:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
 ENGLISH_LABELS = (" ", *string.ascii_lowercase, "'")
 MAX_ORDER = 6  # the KENLM_MAX_ORDER that scripts/setup_kenlm.sh and PyPI's kenlm are built with
@@ -541,7 +541,7 @@ def _greedy(log_probs: np.ndarray, labels: Sequence[str]) -> str:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
     from jasper.metrics import wer
 
     labels = _labels(args.model_config)
@@ -586,7 +586,7 @@ def _run_tune(args: argparse.Namespace) -> int:
 
 
 def _run_decode(args: argparse.Namespace) -> int:
-    from jasper.decoding import BeamSearchDecoder
+    from jasper.lm.beam import BeamSearchDecoder
 
     ids, logits = load_logits(args.logits)
     with BeamSearchDecoder(

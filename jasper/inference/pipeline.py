@@ -2,7 +2,7 @@
 
 The library behind `jasper transcribe`, `jasper infer`'s file modes and the quickstart's report:
 
-    pipe = jasper.pipeline.load("Jasper_best_checkpoint.pt")
+    pipe = jasper.inference.pipeline.load("Jasper_best_checkpoint.pt")
     for result in pipe.transcribe(["talk.mp3"]):
         print(result.text, result.words[:3])
 
@@ -91,7 +91,7 @@ def output_stride(model: nn.Module) -> int:
 
     Residual and decoder convolutions have stride 1 in every Jasper/QuartzNet config (a strided
     residual would not fit its block's output), so this is the main path's downsampling. A model
-    that hides its modules (`jasper.engines.OrtAcousticModel`) states it as `output_stride`.
+    that hides its modules (`jasper.inference.engines.OrtAcousticModel`) states it as `output_stride`.
     """
     if isinstance(getattr(model, "output_stride", None), int):
         return model.output_stride
@@ -222,7 +222,7 @@ def calibration_inputs(
     seconds: float = CHUNK_SECONDS,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Model inputs (features, lengths) of the first `seconds` of the first `files` readable
-    recordings, computed as `log_probs` computes them: what int8 (`jasper.engines.prepare`)
+    recordings, computed as `log_probs` computes them: what int8 (`jasper.inference.engines.prepare`)
     calibrates its activation ranges on when the input is files rather than a manifest.
     Unreadable files are passed over here; transcription reports them."""
     inputs = []
@@ -254,7 +254,7 @@ def iter_transcribe(
 ) -> Iterator[Result]:
     """`transcribe`, one result at a time (for printing as files finish).
 
-    With a `jasper.decoding.BeamSearchDecoder`, the text comes from beam search (with its LM); word
+    With a `jasper.lm.beam.BeamSearchDecoder`, the text comes from beam search (with its LM); word
     times still come from the greedy alignment, so they are given only when both agree on the words.
     A file that cannot be read raises its `AudioError`; with `on_error`, it is handed to
     `on_error(path, error)` instead and the next file follows (a batch tool's skip-and-go-on).
@@ -311,7 +311,7 @@ class Pipeline:
     """A loaded model with its features and labels: what `transcribe` needs, bundled."""
 
     cfg: dict[str, Any]
-    model: nn.Module  # the Jasper model, or what jasper.engines.prepare made of it
+    model: nn.Module  # the Jasper model, or what jasper.inference.engines.prepare made of it
     features: FilterbankFeatures
     tokenizer: Tokenizer
     device: torch.device
@@ -355,7 +355,7 @@ def load(
     are cast to (`jasper.device.PRECISIONS`).
     """
     if precision == "int8":
-        raise config.ConfigError("int8 needs calibration data: see jasper.quantize.quantize")
+        raise config.ConfigError("int8 needs calibration data: see jasper.inference.quantize.quantize")
     state = checkpoint.read(ckpt)
     if model_config is not None:
         cfg = config.load(model_config, overrides)

@@ -7,7 +7,7 @@ the same code for every engine, and only the engine differs between two rows of 
 
 ONNX Runtime runs the acoustic-model graph of `jasper export` (masks and lengths inside the graph,
 dynamic batch and time axes), exported when a run first needs it and cached by content. BatchNorm
-is first folded into the convolutions (`jasper.quantize.fold_batchnorms`): fp32 stays within about
+is first folded into the convolutions (`jasper.inference.quantize.fold_batchnorms`): fp32 stays within about
 1e-5 of eager (ONNX Runtime would fuse the BatchNorms itself; folding matters for int8, below).
 int8 is ONNX Runtime's static quantization of that graph: every Conv gets
 per-channel int8 weights and uint8 activations whose ranges are calibrated on a few batches
@@ -32,12 +32,12 @@ import torch
 from torch import nn
 
 from jasper import config
-from jasper import export as export_module
-from jasper import quantize as quantize_module
-from jasper.export import OPSET, SIGNATURES, AcousticModel, export_onnx
+from jasper.inference import export as export_module
+from jasper.inference import quantize as quantize_module
+from jasper.inference.export import OPSET, SIGNATURES, AcousticModel, export_onnx
+from jasper.inference.pipeline import output_stride
+from jasper.inference.quantize import REDUCED_RANGE, fold_batchnorms, quantize
 from jasper.model import Jasper
-from jasper.pipeline import output_stride
-from jasper.quantize import REDUCED_RANGE, fold_batchnorms, quantize
 
 ENGINES = ("torch", "onnxruntime")
 ORT_PRECISIONS = ("fp32", "int8")
@@ -102,7 +102,7 @@ class OrtAcousticModel(nn.Module):
 
 
 def export_acoustic_model(model: Jasper, path: Path, example: tuple[torch.Tensor, torch.Tensor]) -> Path:
-    """`model` as ONNX (jasper.export's acoustic-model graph), traced on `example`."""
+    """`model` as ONNX (jasper.inference.export's acoustic-model graph), traced on `example`."""
     module = AcousticModel(model)  # a float32 CPU model: fold_batchnorms makes one
     features, lengths = example
     export_onnx(
@@ -157,7 +157,7 @@ def prepare(
     """The module that runs `model` for `engine` and `precision`.
 
     torch fp32/bf16/fp16: `model` itself (already cast by the caller). torch int8: the int8 copy
-    of `jasper.quantize`. onnxruntime: `model` exported (and quantized for int8) and loaded in a
+    of `jasper.inference.quantize`. onnxruntime: `model` exported (and quantized for int8) and loaded in a
     session. int8 needs `calibration`, batches of (features, lengths) as the model receives them.
 
     Exporting Jasper 10x5 DR takes about a minute (two with int8), so ONNX files are kept in

@@ -55,7 +55,7 @@ class TritonInstall:
         if env is not None:
             candidates = [Path(env)]
         else:
-            beside_repo = Path(__file__).resolve().parents[1] / ENV_DIR
+            beside_repo = Path(__file__).resolve().parents[2] / ENV_DIR
             found = [os.environ.get(ENV_VARIABLE), Path.cwd() / ENV_DIR, beside_repo]
             candidates = list(dict.fromkeys(Path(p) for p in found if p))
         for root in candidates:

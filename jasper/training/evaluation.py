@@ -1,6 +1,6 @@
 """Evaluate a model on a loader: CTC loss, greedy transcripts, corpus WER; exact across processes.
 
-Used by training (dev WER every `eval_frequency` steps) and by `jasper infer`. In a distributed
+Used by training (dev WER every `eval_frequency` steps). In a distributed
 run each rank evaluates its own shard (`ShardedEvalSampler`: every utterance exactly once) and
 the edit counts are summed, so N processes give exactly the WER of one.
 """
@@ -19,29 +19,9 @@ from jasper.data import Batch
 from jasper.decoding import greedy_decode
 from jasper.metrics import ErrorRate, char_errors, word_errors
 from jasper.text import Tokenizer
+from jasper.training.loss import ctc_loss
 
 log = logging.getLogger(__name__)
-
-
-def ctc_loss(
-    log_probs: torch.Tensor,
-    out_lens: torch.Tensor,
-    targets: torch.Tensor,
-    target_lens: torch.Tensor,
-    blank: int,
-) -> torch.Tensor:
-    """Per-utterance CTC negative log-likelihood `[B]` (the reference averages it over the batch,
-    without dividing by target length). Infinite values (input shorter than target) are kept so the
-    caller can count and skip them."""
-    return nn.functional.ctc_loss(
-        log_probs.transpose(0, 1).float(),
-        targets,
-        out_lens.long(),
-        target_lens.long(),
-        blank=blank,
-        reduction="none",
-        zero_infinity=False,
-    )
 
 
 @dataclass

@@ -53,7 +53,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from jasper import checkpoint, config, distributed, train_options, train_state
+from jasper import checkpoint, config, distributed
 from jasper import device as device_setup
 from jasper.data import (
     AudioDataset,
@@ -65,21 +65,24 @@ from jasper.data import (
     load_utterances,
 )
 from jasper.decoding import greedy_decode
-from jasper.evaluation import ctc_loss, evaluate
 from jasper.features import FilterbankFeatures
-from jasper.metric_log import MetricLogger, Totals
 from jasper.metrics import word_errors
 from jasper.model import Jasper
-from jasper.optim import EMA, build_optimizer, lr_at, set_lr
-from jasper.stopping import StopSignals, ignore_stop_signals
 from jasper.text import Tokenizer
-from jasper.train_state import Progress
+from jasper.training import options as train_options
+from jasper.training import state as train_state
+from jasper.training.evaluation import evaluate
+from jasper.training.loss import ctc_loss, pre_allocate
+from jasper.training.metric_log import MetricLogger, Totals
+from jasper.training.optim import EMA, build_optimizer, lr_at, set_lr
+from jasper.training.state import Progress
+from jasper.training.stopping import StopSignals, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The reference train.py's flags and jasper's additions (`jasper.train_options`)."""
+    """The reference train.py's flags and jasper's additions (`jasper.training.options`)."""
     train_options.add_arguments(parser)
 
 
@@ -223,7 +226,7 @@ def build(args: argparse.Namespace, ctx: distributed.Context) -> Run | None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if args.pre_allocate_range:
         micro_batch = args.batch_size // args.grad_accumulation_steps
-        device_setup.pre_allocate(
+        pre_allocate(
             raw_model,
             train_features,
             args.pre_allocate_range,

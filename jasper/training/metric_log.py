@@ -52,7 +52,8 @@ class Totals:
     skipped_files: int = 0
 
     def add(self, step: Any) -> None:
-        """Count one step (a `jasper.train.Step`: ok, loss, utts, audio_seconds, seconds, wait, bad_files)."""
+        """Count one step (a `jasper.training.train.Step`: ok, loss, utts, audio_seconds, seconds, wait,
+        bad_files)."""
         self.steps += 1
         self.finite_steps += step.ok
         self.loss += step.loss if step.ok else 0.0

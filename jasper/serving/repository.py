@@ -7,7 +7,7 @@ Each stage batches requests dynamically up to `--max_batch_size`, waiting at mos
 `--max_queue_delay_us` for a batch to fill.
 
 Two flavours:
-- cpu: every stage on Triton's Python backend running ONNX Runtime (`jasper/triton_models/model.py`).
+- cpu: every stage on Triton's Python backend running ONNX Runtime (`jasper/serving/triton_models/model.py`).
   This is what `jasper serve` runs here with the tritonserver binary of the nvidia-pytriton wheel,
   which ships no other backend. The stages pad ragged requests into one batch themselves.
 - gpu: the acoustic model on Triton's native `onnxruntime` backend on the GPU (KIND_GPU), for
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jasper import config, export
+from jasper import config
+from jasper.inference import export
 from jasper.model import Jasper
 
 PYTHON_MODEL = Path(__file__).parent / "triton_models" / "model.py"

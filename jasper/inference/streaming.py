@@ -36,7 +36,7 @@ from torch import nn
 
 from jasper import audio as audio_io
 from jasper.features import FilterbankFeatures
-from jasper.pipeline import Word, normalized_features, output_stride
+from jasper.inference.pipeline import Word, normalized_features, output_stride
 from jasper.text import Tokenizer
 
 CHUNK_SECONDS = 2.0

@@ -39,7 +39,7 @@ from jasper.datasets.transform import LEVERS
 from jasper.device import has_native_bf16
 from jasper.faults import SKIPPED_EXIT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 MINI = SHARED / "data" / "librispeech-real-mini"
 SENTENCES = [
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TTS engines of the corpus (default: espeak flite festival piper). Add kokoro for Kokoro-82M's "
         "330 speakers: it renders at about 2.8x real time on 2 cores (about 21 minutes per hour of its "
         "audio, against seconds for the others), and 1 h of it in a 4 h corpus left the unseen-voice error "
-        "where it was at the 12-minute budget (docs/benchmarks.md, 'Many voices')",
+        "where it was at the 12-minute budget (docs/experiments.md, 'Hundreds of voices')",
     )
     parser.add_argument(
         "--transform",
@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"voice transformation of every training utterance ({', '.join(LEVERS)}; jasper data "
         "transform): a derived corpus in which no two training utterances share a voice, room or "
         "channel; dev and test stay the clean corpus's (default: none: each lever alone made the "
-        "unseen-voice error worse at 12 minutes, docs/benchmarks.md 'Voice transformation')",
+        "unseen-voice error worse at 12 minutes, docs/experiments.md 'Voice transformation')",
     )
     parser.add_argument(
         "--output_dir",
@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
             results[name]["lm_predictions"] = str(lm_pred)
 
     stage(6, f"report in {out / 'report.md'}")
-    from jasper.report import write_report
+    from jasper.quickstart.report import write_report
 
     write_report(
         out,
@@ -474,8 +474,8 @@ def prepare_real_clips(dest: Path, log: CommandLog) -> list[Path]:
 
 def build_lm(synth: Path, dest: Path, log: CommandLog) -> Path | None:
     """A 4-gram LM from every shared sentence except those of the synthetic dev and test splits."""
-    from jasper.lm import find_tool
-    from jasper.ngram import LMError
+    from jasper.lm.ngram import LMError
+    from jasper.lm.tool import find_tool
 
     try:
         find_tool("lmplz")

@@ -44,16 +44,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Sampler
 
-from jasper import checkpoint, config, distributed, engines
+from jasper import checkpoint, config, distributed
 from jasper.data import AudioDataset, Batch, build_loader, load_utterances, unique_ids
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
-from jasper.engines import ENGINES
 from jasper.faults import Skipped
 from jasper.features import FilterbankFeatures
-from jasper.metrics import char_errors, word_errors
-from jasper.model import Jasper
-from jasper.pipeline import (
+from jasper.inference import engines
+from jasper.inference.engines import ENGINES
+from jasper.inference.pipeline import (
     CHUNK_OVERLAP,
     CHUNK_SECONDS,
     calibration_inputs,
@@ -61,8 +60,10 @@ from jasper.pipeline import (
     model_from_checkpoint,
     output_stride,
 )
+from jasper.inference.timing import LatencyStats, synchronize
+from jasper.metrics import char_errors, word_errors
+from jasper.model import Jasper
 from jasper.text import Tokenizer
-from jasper.timing import LatencyStats, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def calibration_batches(
     features: nn.Module, loader: Any, pad_leading: int, batches: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The loader's first `batches` batches as `run_batches` feeds them to the model: what int8
-    (`jasper.engines.prepare`) calibrates its activation ranges on."""
+    (`jasper.inference.engines.prepare`) calibrates its activation ranges on."""
     for i, batch in enumerate(loader):
         if i == batches:
             return
@@ -556,7 +557,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
         skipped.add_message(message)
     order = sorted(outputs.hypotheses)
     if args.decoder == "beam":
-        from jasper.decoding import BeamSearchDecoder
+        from jasper.lm.beam import BeamSearchDecoder
 
         with BeamSearchDecoder(
             tokenizer.labels,

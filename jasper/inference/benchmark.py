@@ -5,7 +5,7 @@ were then assembled from by hand; its "50%" was the mean and its percentiles cam
 with an off-by-one (spec 7.2, 12.18). Here one process sweeps batch sizes x durations x
 precisions with the model loaded once, and prints the README's table itself, with true
 percentiles (`numpy.percentile`) and the mean labelled as such. `--engines torch onnxruntime`
-adds ONNX Runtime (`jasper.engines`) to the sweep, each engine and precision a table of its own
+adds ONNX Runtime (`jasper.inference.engines`) to the sweep, each engine and precision a table of its own
 with its speed-up over PyTorch fp32. Raw per-step timings and the
 machine description go to a JSON file, average latency vs batch size to a PNG.
 
@@ -36,13 +36,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from jasper import config, engines
+from jasper import config
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
-from jasper.engines import ENGINES, ORT_PRECISIONS
 from jasper.features import FilterbankFeatures
+from jasper.inference import engines
+from jasper.inference.engines import ENGINES, ORT_PRECISIONS
+from jasper.inference.timing import LatencyStats, synchronize
 from jasper.text import Tokenizer
-from jasper.timing import LatencyStats, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(PRECISIONS),
         default=["fp32"],
         help="weight dtypes: fp32, bf16 (faster on CPUs with AVX512-BF16 or AMX), fp16 (model.half(), "
-        "CUDA only), int8 (int8 convolutions on CPU, calibrated on the first batch; jasper.quantize); "
+        "CUDA only), int8 (int8 convolutions on CPU, calibrated on the first batch; "
+        "jasper.inference.quantize); "
         "with fp32 also run, the other tables get a speed-up column",
     )
     parser.add_argument(

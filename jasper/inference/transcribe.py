@@ -1,6 +1,6 @@
 """`jasper transcribe`: speech files in, text (optionally with word timings) out, any length.
 
-The everyday command. Its Python form is `jasper.pipeline` (`load(ckpt).transcribe(paths)`), which
+The everyday command. Its Python form is `jasper.inference.pipeline` (`load(ckpt).transcribe(paths)`), which
 also says how long recordings are chunked and how word timings are found. This module adds what a
 command needs around it: directories searched recursively for audio files, output formats (text,
 or JSON with word times), and errors that name the file. A file that cannot be read is reported
@@ -8,8 +8,8 @@ on stderr and skipped, the others are still transcribed, and the exit code is 3 
 skipped (`jasper.faults`); `--strict` stops at the first.
 
 `--stream` reads one file, or stdin (`-`), block by block and prints each word as soon as it is
-final, in bounded memory whatever the length (`jasper.streaming`); at the end it reports the real-time
-factor and the compute latency per chunk on stderr.
+final, in bounded memory whatever the length (`jasper.inference.streaming`); at the end it reports
+the real-time factor and the compute latency per chunk on stderr.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import numpy as np
 import soundfile as sf
 
 from jasper import audio as audio_io
-from jasper import config, engines, streaming
+from jasper import config
 from jasper.device import PRECISIONS
-from jasper.engines import ENGINES
 from jasper.faults import Skipped
-from jasper.pipeline import (
+from jasper.inference import engines, streaming
+from jasper.inference.engines import ENGINES
+from jasper.inference.pipeline import (
     CHUNK_OVERLAP,
     CHUNK_SECONDS,
     PAD_LEADING,
@@ -37,7 +38,7 @@ from jasper.pipeline import (
     iter_transcribe,
     load,
 )
-from jasper.timing import percentiles
+from jasper.inference.timing import percentiles
 
 # Suffixes searched for in directories, each kept only if the installed libsndfile reads its format.
 SUFFIX_FORMATS = {
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     use_engine(args, pipe, precision, [f for f, _ in files])
     beam = None
     if args.lm:
-        from jasper.decoding import BeamSearchDecoder
+        from jasper.lm.beam import BeamSearchDecoder
 
         beam = BeamSearchDecoder(
             pipe.tokenizer.labels, args.lm, beam_width=args.beam_width, alpha=args.alpha, beta=args.beta
@@ -269,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def use_engine(args: argparse.Namespace, pipe: Pipeline, precision: str, paths: list[Path]) -> None:
-    """Swap `pipe.model` for what `--engine` and int8 run (`jasper.engines`), calibrated on `paths`."""
+    """Swap `pipe.model` for what `--engine` and int8 run (`jasper.inference.engines`), calibrated on
+    `paths`."""
     engines.check(args.engine, precision, pipe.device)
     if args.engine == "torch" and precision != "int8":
         return

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from jasper import checkpoint
-from jasper.optim import EMA
+from jasper.training.optim import EMA
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jasper import checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIBRISPEECH = ("dev-clean", "dev-other", "test-clean", "test-other")
 
 

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from jasper import config
-from jasper.optim import LR_POLICIES, OPTIMIZERS
+from jasper.training.optim import LR_POLICIES, OPTIMIZERS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
