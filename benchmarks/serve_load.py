@@ -144,10 +144,10 @@ def build_repo(args: argparse.Namespace, out: Path) -> Path:
     from jasper.model import Jasper
     from jasper.serving.repository import RepoOptions, write_repository
 
-    cfg = config.load(args.model_config)
     if args.ckpt:
-        model = export.load_model(cfg, args.ckpt)
+        cfg, model = export.checkpoint_model(args.ckpt, args.model_config)
     else:
+        cfg = config.load(args.model_config)
         torch.manual_seed(0)
         model = Jasper.from_config(cfg).eval()
     opts = RepoOptions(

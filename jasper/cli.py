@@ -19,6 +19,10 @@ COMMANDS: dict[str, Entry | dict[str, Entry]] = {
         "render a TTS corpus, train, evaluate and write a report: the whole system",
     ),
     "model-info": ("jasper.model_info", "print blocks, parameters, receptive field and GFLOPs of a config"),
+    "models": (
+        "jasper.hub.models",
+        "list the published Jasper/QuartzNet models, download them into the cache",
+    ),
     "lm": ("jasper.lm.tool", "build an n-gram word LM with KenLM, tune beam-search LM weights"),
     "train": (
         "jasper.training.train",

@@ -93,6 +93,9 @@ FILTERBANK_FEATURES = {
     "spec_augment": ((dict, _NONE), None, SPEC_AUGMENT),
     "cutout_augment": ((dict, _NONE), None, CUTOUT_AUGMENT),
     "vtlp": ((dict, _NONE), None, VTLP),  # ours: vocal tract length perturbation (features.py)
+    # NeMo's front end, for models imported from NeMo (features.py): absent from the reference's configs.
+    "log_zero_guard_value": (Number, 1e-20),
+    "frontend": (str, "reference"),
 }
 BLOCK = {
     "filters": (int, None),
@@ -126,6 +129,7 @@ CHOICES = {
     "activation": {"hardtanh", "relu", "selu"},
     "init": {"xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"},
     "padding": {"same"},
+    "frontend": {"reference", "nemo-2.5"},
 }
 MODEL_KEYS = ("jasper", "quartznet")
 CROSS_CHECKED = ("sample_rate", "max_duration", "pad_to_max_duration")

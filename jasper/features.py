@@ -9,6 +9,13 @@ Python loop over utterances, the caller's audio is never modified, dither is off
 
 One training augmentation is ours, not the reference's: vocal tract length perturbation (`vtlp`),
 which no reference config sets and which is off unless a config asks for it.
+
+NeMo's models were trained on NeMo's variant of the same front end, chosen by two keys:
+`log_zero_guard_value` (NeMo adds 2^-24 before the log, the reference 1e-20) and `frontend`.
+`reference` is the framing of DeepLearningExamples and of NeMo before 2.5: a centred STFT with
+reflect padding and ceil(L / hop) valid frames. `nemo-2.5` is NeMo's since 2.5: constant (zero)
+padding, (L + 2 * (n_fft // 2) - n_fft) // hop valid frames (one fewer unless L is a multiple of
+the hop), and pre-emphasis zeroed past each utterance's end.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LOG_GUARD = 1e-20
+FRONTENDS = ("reference", "nemo-2.5")
 STD_GUARD = 1e-5
 # Rows of audio processed together on a CPU: enough to vectorise, few enough to stay in cache.
 CPU_CHUNK_SAMPLES = 600_000
@@ -104,8 +112,15 @@ def warped_filterbanks(fb: np.ndarray, sample_rate: int, warps: np.ndarray) -> n
     return np.stack(banks).astype(np.float32)
 
 
-def feature_lengths(audio_lens: torch.Tensor, hop_length: int) -> torch.Tensor:
-    """Valid frames per utterance, `ceil(L / hop)` as int32 (the reference's float32 ceil)."""
+def feature_lengths(
+    audio_lens: torch.Tensor, hop_length: int, frontend: str = "reference", n_fft: int = 0
+) -> torch.Tensor:
+    """Valid frames per utterance as int32: `ceil(L / hop)` (the reference's float32 ceil), or
+    NeMo 2.5's `(L + 2 * (n_fft // 2) - n_fft) // hop` for `frontend="nemo-2.5"`."""
+    if frontend == "nemo-2.5":
+        return torch.div(audio_lens.long() + 2 * (n_fft // 2) - n_fft, hop_length, rounding_mode="floor").to(
+            torch.int32
+        )
     return torch.ceil(audio_lens.to(torch.float32) / hop_length).to(torch.int32)
 
 
@@ -260,8 +275,12 @@ class FilterbankFeatures(nn.Module):
         cutout_augment: dict | None = None,
         vtlp: dict | None = None,
         dither_in_eval: bool = False,
+        log_zero_guard_value: float = LOG_GUARD,
+        frontend: str = "reference",
     ) -> None:
         super().__init__()
+        if frontend not in FRONTENDS:
+            raise ValueError(f"frontend {frontend!r} is not one of {', '.join(FRONTENDS)}")
         if frame_splicing != 1:
             raise ValueError("frame_splicing > 1 is not supported (nor is it by the reference)")
         if window not in WINDOWS:
@@ -272,6 +291,7 @@ class FilterbankFeatures(nn.Module):
         self.n_fft = n_fft or 2 ** math.ceil(math.log2(self.win_length))
         self.normalize, self.preemph, self.log = normalize, preemph, log
         self.dither, self.dither_in_eval = dither, dither_in_eval
+        self.log_zero_guard_value, self.frontend = float(log_zero_guard_value), frontend
         self.pad_align, self.n_filt = pad_align, n_filt
         self.max_len = (
             max_frames(max_duration, sample_rate, self.win_length, self.hop_length)
@@ -295,6 +315,10 @@ class FilterbankFeatures(nn.Module):
         self.spec_augment = SpecAugment(**spec_augment) if spec_augment else None
         self.cutout_augment = CutoutAugment(**cutout_augment) if cutout_augment else None
 
+    def valid_frames(self, audio_lens: torch.Tensor) -> torch.Tensor:
+        """Valid frames per utterance (int32) under this front end's rule."""
+        return feature_lengths(audio_lens, self.hop_length, self.frontend, self.n_fft)
+
     def output_frames(self, num_samples: int) -> int:
         """Padded time size of the feature tensor for a batch whose longest audio is `num_samples`."""
         return padded_frames(1 + num_samples // self.hop_length, self.pad_align, self.max_len)
@@ -302,18 +326,22 @@ class FilterbankFeatures(nn.Module):
     def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         in_dtype = audio.dtype
         x = audio.float()
-        lengths = feature_lengths(audio_lens, self.hop_length)
+        lengths = self.valid_frames(audio_lens)
         if self.dither > 0 and (self.training or self.dither_in_eval):
             x = x + self.dither * torch.randn_like(x)
+
         if x.device.type == "cpu" and x.shape[0] > 1:
             # On a CPU the batch's STFT intermediates overflow the caches; a few rows at a time is
             # 3x faster and gives identical numbers (every row keeps the batch's padded width).
             rows = max(1, CPU_CHUNK_SAMPLES // max(x.shape[1], 1))
             x = torch.cat(
-                [self._log_mel(x[i : i + rows], lengths[i : i + rows]) for i in range(0, len(x), rows)]
+                [
+                    self._log_mel(x[i : i + rows], lengths[i : i + rows], audio_lens[i : i + rows])
+                    for i in range(0, len(x), rows)
+                ]
             )
         else:
-            x = self._log_mel(x, lengths)
+            x = self._log_mel(x, lengths, audio_lens)
         size = padded_frames(x.shape[-1], self.pad_align, self.max_len)
         x = F.pad(x, (0, size - x.shape[-1]))
         if self.training:
@@ -323,10 +351,15 @@ class FilterbankFeatures(nn.Module):
                 x = self.spec_augment(x)
         return x.to(in_dtype), lengths
 
-    def _log_mel(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _log_mel(
+        self, x: torch.Tensor, lengths: torch.Tensor, audio_lens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Pre-emphasis, STFT power, mel, log, normalisation and masking of a float32 batch."""
         if self.preemph is not None:
             x = torch.cat([x[:, :1], x[:, 1:] - self.preemph * x[:, :-1]], dim=1)
+            if self.frontend == "nemo-2.5" and audio_lens is not None:  # NeMo zeroes it past each end
+                positions = torch.arange(x.shape[1], device=x.device)[None, :]
+                x = x.masked_fill(positions >= audio_lens.to(x.device)[:, None], 0)
         num_frames = 1 + x.shape[1] // self.hop_length
         min_samples = self.n_fft // 2 + 1  # reflect padding needs more samples than half the FFT
         if x.shape[1] < min_samples:
@@ -339,7 +372,7 @@ class FilterbankFeatures(nn.Module):
                 win_length=self.win_length,
                 window=self.window,
                 center=True,
-                pad_mode="reflect",
+                pad_mode="constant" if self.frontend == "nemo-2.5" else "reflect",
                 return_complex=True,
             )[..., :num_frames]
             power = torch.view_as_real(spec).pow(2).sum(-1)
@@ -349,7 +382,7 @@ class FilterbankFeatures(nn.Module):
             else:
                 x = torch.matmul(self.fb, power)
             if self.log:
-                x = torch.log(x + LOG_GUARD)
+                x = torch.log(x + self.log_zero_guard_value)
             x = normalize_batch(x, lengths, self.normalize)
         valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
         return x.masked_fill(~valid[:, None, :], 0)

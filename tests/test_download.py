@@ -1,8 +1,9 @@
 """Tests for jasper.datasets.download against a real HTTP server on 127.0.0.1 (no mocks).
 
 The archive is built from the real mini LibriSpeech set with the official tarballs' layout
-(`LibriSpeech/<subset>/...`). The server counts requests and can drop the connection part-way,
-ignore Range headers or omit Content-Length, to exercise resume, restart and fatal checksums.
+(`LibriSpeech/<subset>/...`). The server (`conftest.FileServer`) counts requests and can drop the
+connection part-way, ignore Range headers or omit Content-Length, to exercise resume, restart and
+fatal checksums.
 """
 
 from __future__ import annotations
@@ -11,17 +12,13 @@ import argparse
 import hashlib
 import io
 import os
-import re
-import socket
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import REPO, require_shared
+from conftest import REPO, file_servers, require_shared
 
 from jasper.cli import main
 from jasper.datasets import download
@@ -29,55 +26,6 @@ from jasper.datasets import download
 SUBSET = "test-clean"
 ARCHIVE = f"{SUBSET}.tar.gz"
 CUT_AT = 100_000  # bytes sent before the first connection is dropped
-
-
-class ArchiveServer(ThreadingHTTPServer):
-    """Serves files under `root`; Range support, Content-Length and a first-request cut are switchable."""
-
-    def __init__(
-        self, root: Path, ranges: bool = True, content_length: bool = True, cut_after: int | None = None
-    ):
-        super().__init__(("127.0.0.1", 0), RangeHandler)
-        self.root, self.ranges, self.content_length, self.cut_after = root, ranges, content_length, cut_after
-        self.requests: list[tuple[str, str | None, int]] = []  # path, Range header, status sent
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/"
-
-
-class RangeHandler(BaseHTTPRequestHandler):
-    server: ArchiveServer
-
-    def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
-        path = self.server.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        wanted = self.headers.get("Range")
-        start, status = 0, 200
-        if wanted and self.server.ranges:
-            start, status = int(re.fullmatch(r"bytes=(\d+)-", wanted)[1]), 206
-        first = not self.server.requests
-        self.server.requests.append((self.path, wanted, status))
-        body = data[start:]
-        self.send_response(status)
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        if self.server.content_length:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if first and self.server.cut_after is not None:
-            self.wfile.write(body[: self.server.cut_after])
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +41,8 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture
 def serve(archive: tuple[Path, str]) -> Iterator:
-    servers: list[ArchiveServer] = []
-
-    def start(**options: object) -> ArchiveServer:
-        server = ArchiveServer(archive[0].parent, **options)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with file_servers(archive[0].parent) as start:
+        yield start
 
 
 def write_list(path: Path, md5: str, name: str = ARCHIVE) -> Path:

@@ -24,7 +24,7 @@ PACKAGE = REPO / "jasper"
 ARCHITECTURE = REPO / "docs" / "architecture.md"
 ROW = re.compile(r"^\| (\w+) \| `(jasper(?:\.\w+)*)` \|")
 # Bottom to top: each may import the ones before it.
-SUBPACKAGES = ["datasets", "lm", "training", "inference", "serving"]
+SUBPACKAGES = ["hub", "datasets", "lm", "training", "inference", "serving"]
 ENTRY_POINTS = {"jasper", "jasper.cli"}
 ENTRY_PACKAGES = {"quickstart"}
 MAX_TOP_LEVEL_MODULES = 16

@@ -62,7 +62,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_missing_checkpoint_says_how_to_get_one(mini: dict) -> None:
     out = cli(str(mini["flac"][0]))
     assert out.returncode == 2
-    assert "--ckpt" in out.stderr and "scripts/train.sh" in out.stderr and "NGC" in out.stderr
+    assert "--model" in out.stderr and "scripts/train.sh" in out.stderr and "jasper models" in out.stderr
     assert "Traceback" not in out.stderr and out.stdout == ""
 
 

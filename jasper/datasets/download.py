@@ -28,13 +28,10 @@ import hashlib
 import re
 import sys
 import tarfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
 
-from tqdm import tqdm
+from jasper.hub.download import RETRIES, DownloadError, bytes_bar, download
 
 BASE_URL = "http://www.openslr.org/resources/12/"
 ARCHIVE_LIST = Path(__file__).with_name("librispeech.csv")
@@ -48,15 +45,8 @@ SUBSETS = (
     "train-other-500",
 )
 CHUNK = 1 << 20
-RETRIES = 5
-MAX_BACKOFF_S = 60.0
-TIMEOUT_S = 60.0
 # Python's own member filter (3.10.12+) as a second guard after `_check_member`.
 EXTRACT_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-
-
-class DownloadError(RuntimeError):
-    """A download, checksum or extraction that failed; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -110,63 +100,10 @@ def select(archives: list[Archive], subsets: list[str]) -> list[Archive]:
     return [by_subset[s] for s in subsets]
 
 
-def download(url: str, dest: Path, retries: int = RETRIES) -> None:
-    """Fetch `url` into `dest` through `<dest>.part`, resuming after dropped connections."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    for attempt in range(max(retries, 0) + 1):
-        try:
-            _fetch_into(url, part)
-            part.replace(dest)
-            return
-        except HTTPError as e:
-            if e.code < 500:
-                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-            error: Exception = e
-        except URLError as e:
-            if isinstance(e.reason, FileNotFoundError):  # a file:// URL to nothing is not transient
-                raise DownloadError(f"{url}: no such file") from None
-            error = e
-        except OSError as e:  # resets, timeouts, and the short body of `_fetch_into`
-            error = e
-        if attempt < retries:
-            delay = min(MAX_BACKOFF_S, 2.0**attempt)
-            print(f"{dest.name}: {error}; retry {attempt + 1}/{retries} in {delay:.0f} s", file=sys.stderr)
-            time.sleep(delay)
-    raise DownloadError(f"{url}: giving up after {retries} retries ({error}); run again to resume {part}")
-
-
-def _fetch_into(url: str, part: Path) -> None:
-    """One request: append to `part` from its current size, or rewrite it when the server ignores Range."""
-    offset = part.stat().st_size if part.exists() else 0
-    request = Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        response = urlopen(request, timeout=TIMEOUT_S)
-    except HTTPError as e:
-        if e.code == 416 and offset:  # nothing left after `offset`: the part is whole (the MD5 will tell)
-            return
-        raise
-    with response:
-        if offset and response.status != 206:  # Range ignored (or file://): the body is the whole file
-            offset = 0
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length else None
-        received = offset
-        name = part.name.removesuffix(".part")
-        with open(part, "ab" if offset else "wb") as f, _bytes_bar(name, total, offset) as bar:
-            while chunk := response.read(CHUNK):
-                f.write(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    # http.client returns a short body without complaint when the connection drops.
-    if total is not None and received < total:
-        raise ConnectionError(f"connection closed after {received} of {total} bytes")
-
-
 def md5sum(path: Path) -> str:
     """Hex MD5 of a file, read in 1 MiB chunks."""
     digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f, _bytes_bar(f"md5 {path.name}", path.stat().st_size) as bar:
+    with open(path, "rb") as f, bytes_bar(f"md5 {path.name}", path.stat().st_size) as bar:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -193,7 +130,7 @@ def extract(archive: Path, root: Path) -> None:
         with (
             open(archive, "rb") as raw,
             tarfile.open(fileobj=raw, mode="r:*") as tar,
-            _bytes_bar(f"extract {archive.name}", archive.stat().st_size) as bar,
+            bytes_bar(f"extract {archive.name}", archive.stat().st_size) as bar,
         ):
             for member in tar:
                 _check_member(member, base, archive)
@@ -219,12 +156,6 @@ def _check_member(member: tarfile.TarInfo, base: Path, archive: Path) -> None:
     else:
         return
     raise DownloadError(f"{archive}: refusing member {member.name!r}: {problem}")
-
-
-def _bytes_bar(desc: str, total: int | None, initial: int = 0) -> tqdm:
-    return tqdm(
-        desc=desc, total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, leave=False
-    )
 
 
 def fetch_archive(archive: Archive, opts: DownloadOptions) -> None:

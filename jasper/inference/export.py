@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from jasper import config
-from jasper.checkpoint import load_weights
 from jasper.decoding import greedy_ids
-from jasper.features import FilterbankFeatures, feature_lengths
+from jasper.features import FilterbankFeatures
+from jasper.hub.models import add_model_argument, config_of, model_spec, read_checkpoint
+from jasper.inference.pipeline import model_from_checkpoint
 from jasper.model import Jasper
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,17 @@ class FeatureExtractor(nn.Module):
         self.min_samples = self.half_window + 1
 
     def forward(self, audio: torch.Tensor, num_samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lengths = feature_lengths(num_samples, self.hop_length)
+        lengths = self.features.valid_frames(num_samples)
         x = audio.float()
         if self.preemph is not None:
             x = torch.cat([x[:, :1], x[:, 1:] - self.preemph * x[:, :-1]], dim=1)
         frames = 1 + x.shape[1] // self.hop_length
-        x = reflect_tails(x, num_samples, self.half_window)
+        if self.features.frontend == "nemo-2.5":  # zero padding: each row's own tail is zeros already
+            if self.preemph is not None:
+                beyond = torch.arange(x.shape[1], device=x.device)[None, :] >= num_samples[:, None]
+                x = x.masked_fill(beyond, 0)
+        else:
+            x = reflect_tails(x, num_samples, self.half_window)
         x = self.features._log_mel(x, lengths)[..., :frames]
         size = frames
         if self.max_len:
@@ -157,11 +163,14 @@ def build_components(cfg: dict[str, Any], model: Jasper, precision: str = "fp32"
     }
 
 
-def load_model(cfg: dict[str, Any], ckpt: str | Path, ema: bool = False) -> Jasper:
-    """Jasper from a config with a checkpoint's weights (EMA weights when `ema`), in eval mode."""
-    model = Jasper.from_config(cfg)
-    load_weights(model, ckpt, ema=ema)
-    return model.eval()
+def checkpoint_model(
+    spec: str | Path, model_config: str | Path | None = None, ema: bool = False, overrides: Sequence[str] = ()
+) -> tuple[dict[str, Any], Jasper]:
+    """The config and the eval-mode model of a published name, a `.pt`/`.nemo` file or a URL (`--model`,
+    `--ckpt`); `model_config` overrides the checkpoint's own config, `ema` picks the EMA weights."""
+    state = read_checkpoint(spec)
+    cfg = config_of(state, model_config, overrides, source=str(spec))
+    return cfg, model_from_checkpoint(cfg, state, ema, source=str(spec)).eval()
 
 
 def example_inputs(
@@ -341,8 +350,11 @@ def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model_config", required=True, help="model config YAML (reference schema)")
-    parser.add_argument("--ckpt", required=True, help="checkpoint whose weights are exported")
+    add_model_argument(parser)
+    parser.add_argument("--ckpt", default=None, help="checkpoint whose weights are exported (as --model)")
+    parser.add_argument(
+        "--model_config", default=None, help="model config YAML; default: the model's own config"
+    )
     parser.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
     parser.add_argument(
         "--format",
@@ -376,8 +388,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
-    cfg = config.load(args.model_config, args.override_config)
-    model = load_model(cfg, args.ckpt, ema=args.ema)
+    spec = model_spec(args)
+    if spec is None:
+        raise config.ConfigError("give the weights to export: --model NAME|PATH|URL (or --ckpt)")
+    cfg, model = checkpoint_model(spec, args.model_config, args.ema, args.override_config)
     manifest = export(
         cfg, model, args.output_dir, args.format, args.precision, args.components, verify=not args.no_verify
     )

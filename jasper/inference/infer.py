@@ -44,17 +44,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Sampler
 
-from jasper import checkpoint, config, distributed
+from jasper import config, distributed
 from jasper.data import AudioDataset, Batch, build_loader, load_utterances, unique_ids
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
 from jasper.faults import Skipped
 from jasper.features import FilterbankFeatures
+from jasper.hub.models import add_model_argument, config_of, model_spec, read_checkpoint
 from jasper.inference import engines
 from jasper.inference.engines import ENGINES
 from jasper.inference.pipeline import (
     CHUNK_OVERLAP,
     CHUNK_SECONDS,
+    PAD_LEADING,
     calibration_inputs,
     iter_transcribe,
     model_from_checkpoint,
@@ -345,19 +347,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmark mode when > 0: run this many timed batches, looping the dataset (full batches only)",
     )
     parser.add_argument("--warmup_steps", type=int, default=0, help="untimed batches before the timed ones")
-    parser.add_argument("--model_config", required=True, help="model config YAML (reference schema)")
+    parser.add_argument(
+        "--model_config",
+        default=None,
+        help="model config YAML (reference schema); default: the config --model/--ckpt carries",
+    )
     parser.add_argument("--dataset_dir", default=None, help="root that manifest audio paths are relative to")
     parser.add_argument("--val_manifests", nargs="+", default=None, help="manifests to evaluate")
+    add_model_argument(parser)
     parser.add_argument(
         "--ckpt",
         default=None,
-        help="checkpoint (`state_dict`, or `ema_state_dict` with --ema); random weights if omitted",
+        help="checkpoint (`state_dict`, or `ema_state_dict` with --ema), a published model's name, a .nemo "
+        "or a URL, as --model; random weights if neither is given",
     )
     parser.add_argument(
         "--pad_leading",
         type=int,
-        default=16,
-        help="zero feature frames prepended to every utterance (lengths grow by as much)",
+        default=None,
+        help="zero feature frames prepended to every utterance (lengths grow by as much; default: the "
+        "model's own: 16, or 0 for NeMo models)",
     )
     parser.add_argument(
         "--amp", "--fp16", action="store_true", help="half precision on CUDA (model.half()); ignored on CPU"
@@ -477,10 +486,15 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     dtype = inference_dtype(precision, device)
     engines.check(args.engine, precision, device)
 
-    cfg = config.load(args.model_config, args.override_config)
+    spec = model_spec(args)
+    state = read_checkpoint(spec) if spec else None
+    cfg = config_of(state, args.model_config, args.override_config, source=str(spec))
     tokenizer = Tokenizer(cfg["labels"])
-    if args.ckpt:
-        model = model_from_checkpoint(cfg, checkpoint.read(args.ckpt), args.ema, source=args.ckpt)
+    if args.pad_leading is None:
+        args.pad_leading = int(state.get("pad_leading", PAD_LEADING)) if state else PAD_LEADING
+    if state is not None:
+        model = model_from_checkpoint(cfg, state, args.ema, source=str(spec))
+        del state
     else:
         model = Jasper.from_config(cfg)
         if ctx.is_main:
@@ -498,7 +512,7 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
     )
 
     if args.torchscript_export and ctx.is_main:
-        stem = Path(args.model_config).stem
+        stem = Path(args.model_config or spec).stem
         for path in export_torchscript(model, features, tokenizer, output_dir, stem, dtype, device):
             print(f"exported {path}")
     if args.torchscript:

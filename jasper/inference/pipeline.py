@@ -43,7 +43,8 @@ from jasper import audio as audio_io
 from jasper import checkpoint, config
 from jasper.decoding import collapse
 from jasper.device import inference_dtype
-from jasper.features import FilterbankFeatures, feature_lengths, normalize_batch
+from jasper.features import FilterbankFeatures, normalize_batch
+from jasper.hub.models import config_of, read_checkpoint
 from jasper.model import Jasper
 from jasper.text import Tokenizer
 
@@ -112,7 +113,7 @@ def log_mel(
     hop = features.hop_length
     context = math.ceil((features.n_fft // 2 + 1) / hop)
     total = audio.shape[0]
-    n_frames = int(feature_lengths(torch.tensor([total]), hop)[0])
+    n_frames = int(features.valid_frames(torch.tensor([total]))[0])
     parts = []
     for g0 in range(0, n_frames, segment_frames):
         g1 = min(g0 + segment_frames, n_frames)
@@ -315,9 +316,12 @@ class Pipeline:
     features: FilterbankFeatures
     tokenizer: Tokenizer
     device: torch.device
+    pad_leading: int = PAD_LEADING  # zero frames the model was trained to see first (NeMo's: 0)
 
     def transcribe(self, paths: Iterable[str | Path], **options: Any) -> list[Result]:
-        """`transcribe(paths, self.model, self.features, self.tokenizer, **options)`."""
+        """`transcribe(paths, self.model, self.features, self.tokenizer, **options)`, with the
+        model's own `pad_leading` unless `options` give one."""
+        options.setdefault("pad_leading", self.pad_leading)
         return transcribe(paths, self.model, self.features, self.tokenizer, **options)
 
 
@@ -349,33 +353,24 @@ def load(
     device: str | torch.device | None = None,
     precision: str = "fp32",
 ) -> Pipeline:
-    """Build the model from `model_config` (else the checkpoint's `config` entry) and load the weights.
+    """The pipeline of a published model's name, a `.pt` or `.nemo` file, or a URL
+    (`jasper.hub.models.read_checkpoint`), built from `model_config` when given, else from the
+    checkpoint's own config. Also `jasper.load_model`.
 
     `ema` loads the EMA weights; `precision` (fp32, bf16, or fp16 on CUDA) is the dtype the weights
     are cast to (`jasper.device.PRECISIONS`).
     """
     if precision == "int8":
         raise config.ConfigError("int8 needs calibration data: see jasper.inference.quantize.quantize")
-    state = checkpoint.read(ckpt)
-    if model_config is not None:
-        cfg = config.load(model_config, overrides)
-    elif isinstance(state.get("config"), dict):
-        source = f"{ckpt} [config]"
-        cfg = copy.deepcopy(state["config"])
-        for item in overrides:
-            config.apply_override(cfg, item, source=source)
-        config.validate(cfg, source=source)
-    else:
-        raise config.ConfigError(
-            f"{ckpt}: the checkpoint has no 'config' entry; "
-            "pass --model_config with the YAML it was trained with"
-        )
+    state = read_checkpoint(ckpt)
+    cfg = config_of(state, model_config, overrides, source=str(ckpt))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise config.ConfigError("device cuda was asked for, but CUDA is not available")
     model = model_from_checkpoint(cfg, state, ema, source=str(ckpt))
+    pad_leading = int(state.get("pad_leading", PAD_LEADING))
     del state
     model.eval().to(device=device, dtype=inference_dtype(precision, device))
     features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features"))
     features.eval().to(device)
-    return Pipeline(cfg, model, features, Tokenizer(cfg["labels"]), device)
+    return Pipeline(cfg, model, features, Tokenizer(cfg["labels"]), device, pad_leading)

@@ -27,6 +27,7 @@ from jasper import audio as audio_io
 from jasper import config
 from jasper.device import PRECISIONS
 from jasper.faults import Skipped
+from jasper.hub.models import add_model_argument, model_spec
 from jasper.inference import engines, streaming
 from jasper.inference.engines import ENGINES
 from jasper.inference.pipeline import (
@@ -57,12 +58,12 @@ SUFFIX_FORMATS = {
 
 AUDIO_SUFFIXES = frozenset(s for s, fmt in SUFFIX_FORMATS.items() if fmt in sf.available_formats())
 NO_CHECKPOINT = (
-    "no checkpoint given. Pass --ckpt PATH, where PATH is either\n"
+    "no model given. Pass --model NAME|PATH|URL (or --ckpt), where it is either\n"
+    "  - a published model by name: `jasper models` lists NVIDIA's and NeMo's Jasper and QuartzNet\n"
+    "    checkpoints (e.g. --model stt_en_quartznet15x5), downloaded once into the cache;\n"
     "  - a checkpoint you trained: `bash scripts/train.sh` writes Jasper_epoch<N>_checkpoint.pt and\n"
     "    Jasper_best_checkpoint.pt to its OUTPUT_DIR; or\n"
-    "  - NVIDIA's pretrained Jasper 10x5 DR checkpoint, downloaded from NGC\n"
-    "    (https://catalog.ngc.nvidia.com/orgs/nvidia/teams/dle/models/jasper__pyt_ckpt), used with\n"
-    "    --model_config configs/jasper10x5dr_speedp-online_speca.yaml."
+    "  - a NeMo .nemo file, or the URL of a .pt or .nemo file."
 )
 
 
@@ -98,9 +99,8 @@ def audio_files(inputs: Iterable[str | Path], skipped: Skipped | None = None) ->
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or directories")
-    parser.add_argument(
-        "--ckpt", default=None, help="model checkpoint (required; see the message without it)"
-    )
+    add_model_argument(parser)
+    parser.add_argument("--ckpt", default=None, help="model checkpoint: as --model (the reference's flag)")
     parser.add_argument(
         "--model_config",
         default=None,
@@ -136,8 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pad_leading",
         type=int,
-        default=PAD_LEADING,
-        help="zero feature frames prepended before the model, as `jasper infer` does (default: %(default)s)",
+        default=None,
+        help=f"zero feature frames prepended before the model (default: the model's own: {PAD_LEADING}, as "
+        "`jasper infer` does, or 0 for NeMo models)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument(
@@ -214,7 +215,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.ckpt:
+    spec = model_spec(args)
+    if not spec:
         print(f"jasper transcribe: error: {NO_CHECKPOINT}", file=sys.stderr)
         return 2
     if 0 < args.chunk_seconds <= args.chunk_overlap:
@@ -226,12 +228,14 @@ def run(args: argparse.Namespace) -> int:
             raise config.ConfigError("--stream takes one input (a file or -) and no --lm or --output_dir")
         if precision == "int8":
             raise config.ConfigError("--precision int8 calibrates on input files: not with --stream")
-        pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, weights)
+        pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
+        args.pad_leading = pipe.pad_leading if args.pad_leading is None else args.pad_leading
         use_engine(args, pipe, precision, [])
         return run_stream(args, pipe)
     skipped = Skipped("transcribe", strict=args.strict)
     files = audio_files(args.inputs, skipped)
-    pipe = load(args.ckpt, args.model_config, args.ema, args.override_config, args.device, weights)
+    pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
+    args.pad_leading = pipe.pad_leading if args.pad_leading is None else args.pad_leading
     use_engine(args, pipe, precision, [f for f, _ in files])
     beam = None
     if args.lm:

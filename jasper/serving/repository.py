@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jasper import config
+from jasper.hub.models import add_model_argument, model_spec
 from jasper.inference import export
 from jasper.model import Jasper
 
@@ -219,8 +220,11 @@ def validate_repository(repo: str | Path) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = RepoOptions()
-    parser.add_argument("--model_config", required=True, help="model config YAML (reference schema)")
-    parser.add_argument("--ckpt", required=True, help="checkpoint to serve")
+    add_model_argument(parser)
+    parser.add_argument("--ckpt", default=None, help="checkpoint to serve (as --model)")
+    parser.add_argument(
+        "--model_config", default=None, help="model config YAML; default: the model's own config"
+    )
     parser.add_argument("--ema", action="store_true", help="serve the checkpoint's EMA weights")
     parser.add_argument("--out", required=True, help="repository directory to write (replaced if it exists)")
     parser.add_argument(
@@ -275,7 +279,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config.load(args.model_config, args.override_config)
+    spec = model_spec(args)
+    if spec is None:
+        raise config.ConfigError("give the weights to serve: --model NAME|PATH|URL (or --ckpt)")
+    cfg, model = export.checkpoint_model(spec, args.model_config, args.ema, args.override_config)
     max_duration = args.max_duration
     if max_duration is None:
         configured = config.section(cfg, "input_val", "audio_dataset")["max_duration"]
@@ -290,7 +297,6 @@ def run(args: argparse.Namespace) -> int:
         args.intra_op_threads,
         args.ensemble_name,
     )
-    model = export.load_model(cfg, args.ckpt, ema=args.ema)
     repo = write_repository(cfg, model, args.out, opts)
     try:
         names = validate_repository(repo)

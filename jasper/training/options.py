@@ -176,8 +176,9 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ckpt",
         default=None,
-        help="initial weights (and EMA weights) for fine-tuning, used when --resume finds nothing; "
-        "optimizer and counters start fresh",
+        help="initial weights (and EMA weights) for fine-tuning, used when --resume finds nothing: a "
+        "checkpoint, a published model's name (`jasper models`), a .nemo file or a URL; optimizer and "
+        "counters start fresh",
     )
     g.add_argument("--save_frequency", type=int, default=10, help="save a checkpoint every N epochs")
     g.add_argument(

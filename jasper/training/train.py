@@ -66,6 +66,7 @@ from jasper.data import (
 )
 from jasper.decoding import greedy_decode
 from jasper.features import FilterbankFeatures
+from jasper.hub.models import read_checkpoint
 from jasper.metrics import word_errors
 from jasper.model import Jasper
 from jasper.text import Tokenizer
@@ -333,7 +334,8 @@ def resume(run: Run) -> None:
             progress.train_seconds / 60,
         )
     elif args.ckpt:
-        ckpt = checkpoint.load_weights(raw_model, args.ckpt)
+        ckpt = read_checkpoint(args.ckpt)
+        checkpoint.load_state_dict(raw_model, ckpt["state_dict"], source=f"{args.ckpt} [state_dict]")
         if ema:
             checkpoint.load_state_dict(
                 ema.module, ckpt.get("ema_state_dict") or ckpt["state_dict"], source=f"{args.ckpt} [EMA]"
