@@ -11,13 +11,21 @@ variant returned a bare tensor, which broke its training script (spec 12.15).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from jasper.config import model_config, model_section_name
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.1
-ACTIVATIONS = {"relu": nn.ReLU, "selu": nn.SELU, "hardtanh": lambda: nn.Hardtanh(0.0, 20.0)}
+# In place: each activation's input is a fresh tensor (a BatchNorm output or a residual sum) that
+# nothing else reads, and writing over it saves a pass over memory (measured: docs/benchmarks.md,
+# "NeMo side by side").
+ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "selu": lambda: nn.SELU(inplace=True),
+    "hardtanh": lambda: nn.Hardtanh(0.0, 20.0, inplace=True),
+}
 
 
 def conv_output_lengths(
@@ -26,6 +34,11 @@ def conv_output_lengths(
     """`floor((len + 2*pad - dil*(k-1) - 1) / stride) + 1` as int64 (Jasper's floor rule)."""
     numer = lens.long() + 2 * padding - dilation * (kernel - 1) - 1
     return torch.div(numer, stride, rounding_mode="floor") + 1
+
+
+def _exporting() -> bool:
+    """Whether this forward is being traced for ONNX or TorchScript export."""
+    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
 
 
 def length_mask(lens: torch.Tensor, size: int) -> torch.Tensor:
@@ -39,17 +52,40 @@ class MaskedConv1d(nn.Conv1d):
     def __init__(self, *args, masked: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.masked = masked
+        k, s, d, p = self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
+        self.same_length = s == 1 and 2 * p == d * (k - 1)
+        self.depthwise = self.groups > 1 and self.groups == self.in_channels == self.out_channels
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        if self.masked:
-            x = x.masked_fill(~length_mask(lens, x.shape[-1]), 0)
-        out_lens = conv_output_lengths(
-            lens, self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
-        )
+        if self.masked:  # a product, not masked_fill: one pass over the activations instead of two
+            x = x * length_mask(lens, x.shape[-1]).to(x.dtype)
+        if self.same_length:
+            out_lens = lens.long()
+        else:
+            out_lens = conv_output_lengths(
+                lens, self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
+            )
         return self.convolve(x), out_lens
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of the masked input (`jasper.inference.quantize` swaps in an int8 one)."""
+        """The convolution of the masked input (`jasper.inference.quantize` swaps in an int8 one).
+
+        On a CPU a depthwise convolution (QuartzNet's separable blocks) runs as a channels-last 2-D
+        one: oneDNN's kernel for that layout gave the same numbers 4-15x faster than its 1-D one
+        (docs/benchmarks.md, "NeMo side by side"). Exported graphs keep the plain 1-D convolution.
+        """
+        if self.depthwise and x.device.type == "cpu" and not _exporting():
+            x2 = x[:, :, None, :].contiguous(memory_format=torch.channels_last)
+            out = F.conv2d(
+                x2,
+                self.weight[:, :, None, :],
+                self.bias,
+                (1, self.stride[0]),
+                (0, self.padding[0]),
+                (1, self.dilation[0]),
+                self.groups,
+            )
+            return out[:, :, 0, :].contiguous()
         return super().forward(x)
 
 

@@ -31,6 +31,6 @@ if ! "$VENV/bin/python" -c "import nemo.collections.asr" 2>/dev/null; then
   # torch pinned so that NeMo's requirements keep the CPU build installed above.
   "${PIP[@]}" "nemo_toolkit[asr]==$NEMO_VERSION" "torch==$TORCH_VERSION"
 fi
-# The parity fixtures and the side-by-side benchmark import jasper from this checkout.
-"$VENV/bin/python" -m pip install -q --no-deps -e .
+# The side-by-side benchmark runs jasper (with ONNX Runtime) and NeMo in one process.
+"${PIP[@]}" -e ".[export]" "torch==$TORCH_VERSION"
 "$VENV/bin/python" -c "import nemo; print('== NeMo', nemo.__version__, 'in $VENV')"

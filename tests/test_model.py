@@ -9,7 +9,7 @@ import torch
 from conftest import require_shared
 
 from jasper import config
-from jasper.model import Jasper, conv_output_lengths
+from jasper.model import Jasper, MaskedConv1d, conv_output_lengths
 from jasper.model_info import describe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -94,3 +94,22 @@ def test_init_is_reference_like() -> None:
     conv = model.encoder.layers[0].conv[0]
     bound = (6 / (conv.in_channels * 11 + conv.out_channels * 11)) ** 0.5
     assert conv.weight.abs().max() <= bound and conv.bias is None
+
+
+def test_depthwise_convolution_on_cpu_equals_the_plain_one_forward_and_backward() -> None:
+    """QuartzNet's depthwise convolutions run as channels-last 2-D ones on a CPU (faster); the
+    outputs, lengths and gradients are those of the plain 1-D convolution."""
+    torch.manual_seed(0)
+    conv = MaskedConv1d(48, 48, 33, stride=2, padding=16, groups=48, bias=False)
+    assert conv.depthwise
+    x = torch.randn(3, 48, 90, requires_grad=True)
+    lens = torch.tensor([90, 61, 7])
+    out, out_lens = conv(x, lens)
+    plain = torch.nn.functional.conv1d(
+        x * (torch.arange(90)[None, None, :] < lens[:, None, None]), conv.weight, None, 2, 16, 1, 48
+    )
+    assert torch.equal(out_lens, conv_output_lengths(lens, 33, 2, 1, 16))
+    assert torch.allclose(out, plain, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.square().sum(), conv.weight)
+    (plain_grad,) = torch.autograd.grad(plain.square().sum(), conv.weight)
+    assert torch.allclose(grad, plain_grad, rtol=1e-5, atol=1e-4)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from jasper import config
+from jasper import model as jasper_model
 from jasper.inference import export as export_module
 from jasper.inference import quantize as quantize_module
 from jasper.inference.export import OPSET, SIGNATURES, AcousticModel, export_onnx
@@ -127,6 +128,14 @@ def quantize_onnx(source: Path, target: Path, calibration: list[tuple[torch.Tens
 
     # It logs "please run pre-processing" on the root logger: BatchNorm is folded already, and
     # ONNX Runtime optimises the rest of the graph when it loads it.
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    depthwise = [
+        node.name
+        for node in graph.node
+        if node.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in node.attribute)
+    ]
     root, level = logging.getLogger(), logging.getLogger().level
     root.setLevel(logging.ERROR)
     try:
@@ -140,6 +149,7 @@ def quantize_onnx(source: Path, target: Path, calibration: list[tuple[torch.Tens
             per_channel=True,
             reduce_range=REDUCED_RANGE,  # 7-bit weights where int8 products add up in int16
             op_types_to_quantize=["Conv"],
+            nodes_to_exclude=depthwise,
         )
     finally:
         root.setLevel(level)
@@ -209,7 +219,7 @@ def cache_key(model: Jasper, precision: str, batches: list[tuple[torch.Tensor, t
     digest = hashlib.sha256()
     for part in (precision, REDUCED_RANGE, torch.__version__, onnxruntime.__version__, OPSET):
         digest.update(f"{part}\n".encode())
-    for module in (__file__, export_module.__file__, quantize_module.__file__):
+    for module in (__file__, export_module.__file__, quantize_module.__file__, jasper_model.__file__):
         digest.update(Path(module).read_bytes())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

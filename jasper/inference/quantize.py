@@ -1,7 +1,8 @@
 """int8 inference on CPU: PyTorch's x86 int8 convolutions (VNNI) inside the float model.
 
 BatchNorm is folded into the convolution before it (eval statistics, so the result is the same
-function), then every `MaskedConv1d` of the encoder becomes an `Int8MaskedConv1d`: it masks its
+function), then every dense `MaskedConv1d` of the encoder (all but QuartzNet's depthwise ones)
+becomes an `Int8MaskedConv1d`: it masks its
 input as before, quantizes it to uint8 with one scale per tensor, convolves with int8 weights
 (one scale per output channel) and dequantizes the output. Everything between the convolutions
 (masks, residual sums, ReLU, the decoder and its log-softmax) stays float32, so the lengths and
@@ -67,7 +68,7 @@ class Int8MaskedConv1d(MaskedConv1d):
 
     def __init__(self, conv: MaskedConv1d) -> None:
         nn.Module.__init__(self)  # the float weights live in `self.float_conv`, not in this module
-        self.float_conv, self.masked = conv, conv.masked
+        self.float_conv, self.masked, self.same_length = conv, conv.masked, conv.same_length
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.dilation, self.padding = conv.dilation, conv.padding
         self.input_observer, self.output_observer = QCONFIG.activation(), QCONFIG.activation()
@@ -120,7 +121,9 @@ def quantize(model: Jasper, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     for block in q.encoder.layers:
         body = getattr(block, block.body_name)
         for i, layer in enumerate(body):
-            if isinstance(layer, MaskedConv1d):
+            # Depthwise convolutions (QuartzNet's separable blocks) stay float: PyTorch's int8 kernels
+            # for them ran 8-12x slower than fp32 (docs/benchmarks.md, "NeMo side by side").
+            if isinstance(layer, MaskedConv1d) and layer.groups == 1:
                 body[i] = Int8MaskedConv1d(layer)
         for pair in block.res:
             pair[0] = Int8MaskedConv1d(pair[0])
