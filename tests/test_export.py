@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import REPO, SHARED
 
+import jasper
 from jasper import audio, config
 from jasper.checkpoint import atomic_save
 from jasper.cli import main
@@ -169,3 +170,25 @@ def test_cli_exports_fp16_and_rejects_bad_options(tmp_path: Path, capsys: pytest
     with pytest.raises(SystemExit):
         main([*args, "--format", "tensorrt"])
     assert "choose from onnx,torchscript" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_nemo_model_exports_and_makes_a_triton_repository(tmp_path: Path) -> None:
+    """`--model x.nemo` for export and triton-repo: NeMo 2.5's front end (zero padding, floor frame
+    count, pre-emphasis masked) exports batch-independent and matches eager within tolerance."""
+    nemo = str(REPO / "tests" / "fixtures" / "nemo" / "quartznet_small.nemo")
+    out = tmp_path / "out"
+    assert main(["export", "--model", nemo, "--format", "onnx", "--output_dir", str(out)]) == 0
+    files = json.loads((out / "export.json").read_text())["files"]
+    assert sorted(files) == ["acoustic-model.fp32.onnx", "decoder.onnx", "feature-extractor.onnx"]
+    for name, entry in files.items():
+        assert entry["max_abs_diff"] <= export.TOLERANCE[name.split(".")[0]], name
+    features = jasper.load_model(nemo, device="cpu").features
+    clips = _clips()
+    feats, feat_lens = export.runner(out / "feature-extractor.onnx")(*_batch(clips))
+    for clip, batched, n in zip(clips, feats, feat_lens, strict=True):
+        alone, length = features(torch.from_numpy(clip)[None], torch.tensor([len(clip)]))
+        assert n == length[0]
+        assert np.abs(batched[:, :n] - alone[0, :, :n].numpy()).max() < export.TOLERANCE["feature-extractor"]
+    assert main(["triton-repo", "--model", nemo, "--out", str(tmp_path / "repo")]) == 0
+    assert (tmp_path / "repo" / "acoustic-model" / "config.pbtxt").is_file()
