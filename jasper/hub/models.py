@@ -162,18 +162,18 @@ def is_url(spec: str) -> bool:
 
 def fetch(model: PublishedModel) -> Path:
     """The model's checkpoint in the cache, downloaded (from the mirror when one is set) if absent."""
-    target = cached_path(model)
-    if not target.is_file():
+    target, download_to = cached_path(model), cache_dir() / model.file
+    if not target.is_file() and not download_to.is_file():  # (an archive here is unpacked, not fetched)
         mirror = os.environ.get(MIRROR_VARIABLE)
         url = f"{mirror.rstrip('/')}/{model.file}" if mirror else model.url
         if url is None:
             raise CheckpointError(
                 f"{model.name}: {model.source} publishes no direct download URL; download {model.file} "
-                f"from {model.page} and put it at {cache_dir() / model.file}, or set {MIRROR_VARIABLE}"
+                f"from {model.page} and put it at {download_to}, or set {MIRROR_VARIABLE}"
             )
-        _download(url, cache_dir() / model.file, model)
-        if model.member:
-            _unpack(cache_dir() / model.file, model.member, target)
+        _download(url, download_to, model)
+    if model.member and not target.is_file():
+        _unpack(download_to, model.member, target)
     _verify(target, model.sha256 if not model.member else None)
     return target
 
