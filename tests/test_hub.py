@@ -169,3 +169,13 @@ def test_a_url_downloads_into_the_cache(www: Path, cache: Path) -> None:
     second = read_checkpoint(url)  # the server is gone: from the cache
     assert first["config"] == second["config"]
     assert len(list((cache / "urls").glob("*/stt_en_quartznet15x5.nemo"))) == 1
+
+
+def test_an_archive_put_in_the_cache_by_hand_is_unpacked(www: Path, monkeypatch, cache: Path) -> None:
+    model = entry("tiny_ckpt.zip", None, member="nvidia_tiny.pt", config="tiny.yaml")
+    monkeypatch.setitem(CATALOGUE, "dle_tiny", replace(model, name="dle_tiny"))
+    with pytest.raises(CheckpointError, match="publishes no direct download URL"):
+        read_checkpoint("dle_tiny")
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copy(www / "tiny_ckpt.zip", cache / "tiny_ckpt.zip")
+    assert read_checkpoint("dle_tiny")["config"]["labels"] and (cache / "nvidia_tiny.pt").is_file()
