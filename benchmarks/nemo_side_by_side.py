@@ -86,8 +86,17 @@ def main() -> None:
     parser.add_argument("--no_infer", action="store_true", help="skip the inference timings")
     parser.add_argument("--no_ort", action="store_true", help="skip the ONNX Runtime paths")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="only time a depthwise convolution as PyTorch's 1-D kernel and as jasper runs it (channels-last "
+        "2-D), at QuartzNet's shapes; needs no NeMo",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.kernels:
+        depthwise_kernels()
+        return
 
     import nemo
 
@@ -176,6 +185,33 @@ def main() -> None:
         print(f"| {shape} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def depthwise_kernels() -> None:
+    """Median ms of one depthwise convolution, plain 1-D and through `MaskedConv1d` (which runs it as a
+    channels-last 2-D one on a CPU), and the largest difference between them."""
+    import torch.nn.functional as F
+
+    from jasper.model import MaskedConv1d
+
+    print("| batch x channels x frames, kernel | conv1d | jasper (channels-last conv2d) | max diff |")
+    print("|---|---:|---:|---:|")
+    shapes = [(1, 256, 100, 33), (1, 512, 100, 63), (8, 256, 352, 33), (8, 512, 352, 63)]
+    for batch, channels, frames, k in shapes:
+        conv = MaskedConv1d(channels, channels, k, padding=k // 2, groups=channels, bias=False, masked=False)
+        x, lens = torch.randn(batch, channels, frames), torch.full((batch,), frames)
+
+        def plain(x=x, conv=conv, k=k, channels=channels) -> torch.Tensor:
+            return F.conv1d(x, conv.weight, None, 1, k // 2, 1, channels)
+
+        def ours(x=x, lens=lens, conv=conv) -> torch.Tensor:
+            return conv(x, lens)[0]
+
+        with torch.inference_mode():
+            diff = (ours() - plain()).abs().max().item()
+            times = [1000 * statistics.median(timed(fn, 30)) for fn in (plain, ours)]
+        row = f"{batch} x {channels} x {frames}, {k} | {times[0]:.3f} ms | {times[1]:.3f} ms | {diff:.1e}"
+        print(f"| {row} |")
 
 
 def train_step(pipe, ctc_loss, args) -> dict[str, float]:

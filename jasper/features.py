@@ -137,6 +137,12 @@ def padded_frames(num_frames: int, pad_align: int, min_frames: int = 0) -> int:
     return size
 
 
+def zero_past(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """`x` `[B, ..., T]` with every position at or beyond each row's length set to 0."""
+    beyond = torch.arange(x.shape[-1], device=x.device) >= lengths.to(x.device)[:, None]
+    return x.masked_fill(beyond.view(x.shape[0], *[1] * (x.dim() - 2), x.shape[-1]), 0)
+
+
 def normalize_batch(x: torch.Tensor, lengths: torch.Tensor, mode: str) -> torch.Tensor:
     """Per-utterance mean/std normalisation over each utterance's valid frames only.
 
@@ -358,8 +364,7 @@ class FilterbankFeatures(nn.Module):
         if self.preemph is not None:
             x = torch.cat([x[:, :1], x[:, 1:] - self.preemph * x[:, :-1]], dim=1)
             if self.frontend == "nemo-2.5" and audio_lens is not None:  # NeMo zeroes it past each end
-                positions = torch.arange(x.shape[1], device=x.device)[None, :]
-                x = x.masked_fill(positions >= audio_lens.to(x.device)[:, None], 0)
+                x = zero_past(x, audio_lens)
         num_frames = 1 + x.shape[1] // self.hop_length
         min_samples = self.n_fft // 2 + 1  # reflect padding needs more samples than half the FFT
         if x.shape[1] < min_samples:
@@ -384,5 +389,4 @@ class FilterbankFeatures(nn.Module):
             if self.log:
                 x = torch.log(x + self.log_zero_guard_value)
             x = normalize_batch(x, lengths, self.normalize)
-        valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
-        return x.masked_fill(~valid[:, None, :], 0)
+        return zero_past(x, lengths)

@@ -71,8 +71,9 @@ class MaskedConv1d(nn.Conv1d):
         """The convolution of the masked input (`jasper.inference.quantize` swaps in an int8 one).
 
         On a CPU a depthwise convolution (QuartzNet's separable blocks) runs as a channels-last 2-D
-        one: oneDNN's kernel for that layout gave the same numbers 4-15x faster than its 1-D one
-        (docs/benchmarks.md, "NeMo side by side"). Exported graphs keep the plain 1-D convolution.
+        one: oneDNN's kernel for that layout gave the same numbers 3-7x faster than its 1-D one,
+        layout copies included (docs/benchmarks.md, "NeMo side by side"). Exported graphs keep the
+        plain 1-D convolution.
         """
         if self.depthwise and x.device.type == "cpu" and not _exporting():
             x2 = x[:, :, None, :].contiguous(memory_format=torch.channels_last)

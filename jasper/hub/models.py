@@ -268,22 +268,31 @@ def read_checkpoint(spec: str | Path) -> dict[str, Any]:
     return state
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """`--model NAME|PATH|URL`, for the commands that take a trained model."""
+def add_model_arguments(parser: argparse.ArgumentParser, optional: str = "") -> None:
+    """`--model NAME|PATH|URL`, the reference's `--ckpt` (the same) and `--model_config`, for every
+    command that takes a trained model; `optional` says what happens without one."""
     parser.add_argument(
         "--model",
         metavar="NAME|PATH|URL",
         default=None,
         help="the weights: a published model (`jasper models` lists them; downloaded once into the cache), "
-        "a .pt or .nemo file, or a URL. --ckpt takes the same; give one of the two",
+        f"a .pt or .nemo file, or a URL{optional}",
+    )
+    parser.add_argument("--ckpt", default=None, help="the reference's flag for the same; give one of the two")
+    parser.add_argument(
+        "--model_config",
+        default=None,
+        help="model config YAML (reference schema); default: the config the model carries",
     )
 
 
-def model_spec(args: argparse.Namespace) -> str | None:
-    """What --model or --ckpt names; both at once is an error."""
+def model_spec(args: argparse.Namespace, required: bool = False) -> str | None:
+    """What --model or --ckpt names; both at once is an error, and so is neither when `required`."""
     model, ckpt = getattr(args, "model", None), getattr(args, "ckpt", None)
     if model and ckpt:
         raise config.ConfigError("--model and --ckpt both name the weights: give one of them")
+    if required and not (model or ckpt):
+        raise config.ConfigError("no model: give --model NAME|PATH|URL (or --ckpt)")
     return model or ckpt
 
 

@@ -32,8 +32,8 @@ from torch import nn
 
 from jasper import config
 from jasper.decoding import greedy_ids
-from jasper.features import FilterbankFeatures
-from jasper.hub.models import add_model_argument, config_of, model_spec, read_checkpoint
+from jasper.features import FilterbankFeatures, zero_past
+from jasper.hub.models import add_model_arguments, config_of, model_spec, read_checkpoint
 from jasper.inference.pipeline import model_from_checkpoint
 from jasper.model import Jasper
 
@@ -94,8 +94,7 @@ class FeatureExtractor(nn.Module):
         frames = 1 + x.shape[1] // self.hop_length
         if self.features.frontend == "nemo-2.5":  # zero padding: each row's own tail is zeros already
             if self.preemph is not None:
-                beyond = torch.arange(x.shape[1], device=x.device)[None, :] >= num_samples[:, None]
-                x = x.masked_fill(beyond, 0)
+                x = zero_past(x, num_samples)
         else:
             x = reflect_tails(x, num_samples, self.half_window)
         x = self.features._log_mel(x, lengths)[..., :frames]
@@ -180,7 +179,7 @@ def example_inputs(
     gen = torch.Generator().manual_seed(seed)
     lens = torch.tensor(num_samples, dtype=torch.int32)
     audio = 0.1 * torch.randn(len(num_samples), max(num_samples), generator=gen)
-    audio = audio.masked_fill(torch.arange(audio.shape[1])[None, :] >= lens[:, None], 0)
+    audio = zero_past(audio, lens)
     inputs: tuple[torch.Tensor, torch.Tensor] = (audio, lens)
     with torch.no_grad():
         for step in COMPONENTS:
@@ -350,11 +349,7 @@ def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
-    parser.add_argument("--ckpt", default=None, help="checkpoint whose weights are exported (as --model)")
-    parser.add_argument(
-        "--model_config", default=None, help="model config YAML; default: the model's own config"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--ema", action="store_true", help="export the checkpoint's EMA weights")
     parser.add_argument(
         "--format",
@@ -388,9 +383,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
-    spec = model_spec(args)
-    if spec is None:
-        raise config.ConfigError("give the weights to export: --model NAME|PATH|URL (or --ckpt)")
+    spec = model_spec(args, required=True)
     cfg, model = checkpoint_model(spec, args.model_config, args.ema, args.override_config)
     manifest = export(
         cfg, model, args.output_dir, args.format, args.precision, args.components, verify=not args.no_verify

@@ -50,7 +50,7 @@ from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
 from jasper.faults import Skipped
 from jasper.features import FilterbankFeatures
-from jasper.hub.models import add_model_argument, config_of, model_spec, read_checkpoint
+from jasper.hub.models import add_model_arguments, config_of, model_spec, read_checkpoint
 from jasper.inference import engines
 from jasper.inference.engines import ENGINES
 from jasper.inference.pipeline import (
@@ -347,20 +347,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="benchmark mode when > 0: run this many timed batches, looping the dataset (full batches only)",
     )
     parser.add_argument("--warmup_steps", type=int, default=0, help="untimed batches before the timed ones")
-    parser.add_argument(
-        "--model_config",
-        default=None,
-        help="model config YAML (reference schema); default: the config --model/--ckpt carries",
-    )
     parser.add_argument("--dataset_dir", default=None, help="root that manifest audio paths are relative to")
     parser.add_argument("--val_manifests", nargs="+", default=None, help="manifests to evaluate")
-    add_model_argument(parser)
-    parser.add_argument(
-        "--ckpt",
-        default=None,
-        help="checkpoint (`state_dict`, or `ema_state_dict` with --ema), a published model's name, a .nemo "
-        "or a URL, as --model; random weights if neither is given",
-    )
+    add_model_arguments(parser, optional="; without one, random weights in --model_config's model")
     parser.add_argument(
         "--pad_leading",
         type=int,

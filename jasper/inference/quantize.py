@@ -122,7 +122,7 @@ def quantize(model: Jasper, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
         body = getattr(block, block.body_name)
         for i, layer in enumerate(body):
             # Depthwise convolutions (QuartzNet's separable blocks) stay float: PyTorch's int8 kernels
-            # for them ran 8-12x slower than fp32 (docs/benchmarks.md, "NeMo side by side").
+            # for them ran 8-11x slower than fp32 (docs/benchmarks.md, "NeMo side by side").
             if isinstance(layer, MaskedConv1d) and layer.groups == 1:
                 body[i] = Int8MaskedConv1d(layer)
         for pair in block.res:

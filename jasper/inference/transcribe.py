@@ -27,7 +27,7 @@ from jasper import audio as audio_io
 from jasper import config
 from jasper.device import PRECISIONS
 from jasper.faults import Skipped
-from jasper.hub.models import add_model_argument, model_spec
+from jasper.hub.models import add_model_arguments, model_spec
 from jasper.inference import engines, streaming
 from jasper.inference.engines import ENGINES
 from jasper.inference.pipeline import (
@@ -99,13 +99,7 @@ def audio_files(inputs: Iterable[str | Path], skipped: Skipped | None = None) ->
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="audio files and/or directories")
-    add_model_argument(parser)
-    parser.add_argument("--ckpt", default=None, help="model checkpoint: as --model (the reference's flag)")
-    parser.add_argument(
-        "--model_config",
-        default=None,
-        help="model config YAML; default: the `config` stored in the checkpoint (required when it has none)",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     config.add_override_argument(parser)
     parser.add_argument(
@@ -229,7 +223,6 @@ def run(args: argparse.Namespace) -> int:
         if precision == "int8":
             raise config.ConfigError("--precision int8 calibrates on input files: not with --stream")
         pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
-        args.pad_leading = pipe.pad_leading if args.pad_leading is None else args.pad_leading
         use_engine(args, pipe, precision, [])
         return run_stream(args, pipe)
     skipped = Skipped("transcribe", strict=args.strict)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from jasper import config
-from jasper.hub.models import add_model_argument, model_spec
+from jasper.hub.models import add_model_arguments, model_spec
 from jasper.inference import export
 from jasper.model import Jasper
 
@@ -220,11 +220,7 @@ def validate_repository(repo: str | Path) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = RepoOptions()
-    add_model_argument(parser)
-    parser.add_argument("--ckpt", default=None, help="checkpoint to serve (as --model)")
-    parser.add_argument(
-        "--model_config", default=None, help="model config YAML; default: the model's own config"
-    )
+    add_model_arguments(parser)
     parser.add_argument("--ema", action="store_true", help="serve the checkpoint's EMA weights")
     parser.add_argument("--out", required=True, help="repository directory to write (replaced if it exists)")
     parser.add_argument(
@@ -279,9 +275,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = model_spec(args)
-    if spec is None:
-        raise config.ConfigError("give the weights to serve: --model NAME|PATH|URL (or --ckpt)")
+    spec = model_spec(args, required=True)
     cfg, model = export.checkpoint_model(spec, args.model_config, args.ema, args.override_config)
     max_duration = args.max_duration
     if max_duration is None:
