@@ -47,6 +47,7 @@ AUDIO_DATASET = {
     "pad_to_max_duration": (bool, False),
     "max_utts": (int, 0),
     "normalize_transcripts": (bool, True),
+    "normalizer": (str, "english"),  # ours: `english` (the reference's cleaner) or `labels` (text.py)
     "sort_by_duration": (bool, False),
     "trim_silence": (bool, False),
     "speed_perturbation": ((dict, _NONE), None, SPEED_PERTURBATION),
@@ -130,6 +131,7 @@ CHOICES = {
     "init": {"xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"},
     "padding": {"same"},
     "frontend": {"reference", "nemo-2.5"},
+    "normalizer": {"english", "labels"},
 }
 MODEL_KEYS = ("jasper", "quartznet")
 CROSS_CHECKED = ("sample_rate", "max_duration", "pad_to_max_duration")

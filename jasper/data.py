@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Sampler
 
 from jasper import audio as audio_io
 from jasper import config
-from jasper.text import Tokenizer, normalize
+from jasper.text import NORMALIZERS, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class LoadStats:
         return text
 
 
-def _entries(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def manifest_entries(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (where, entry) from a JSON array or JSON-lines manifest; `where` names file and entry."""
     try:
         text = path.read_text()
@@ -111,7 +111,7 @@ def _resolve(fname: str, data_dir: Path, where: str, allow_absolute: bool) -> Pa
     return resolved
 
 
-def _parse(
+def parse_entry(
     where: str, entry: Any, data_dir: Path
 ) -> tuple[list[Path], list[float], list[float], float, str, float]:
     """-> paths, durations, speeds, original duration, raw transcript, offset."""
@@ -159,9 +159,9 @@ def load_utterances(
     out: list[Utterance] = []
     for manifest in manifests:
         kept_here = 0
-        for where, entry in _entries(Path(manifest)):
+        for where, entry in manifest_entries(Path(manifest)):
             try:
-                paths, durations, speeds, original, text, offset = _parse(where, entry, data_dir)
+                paths, durations, speeds, original, text, offset = parse_entry(where, entry, data_dir)
                 if check_files:
                     for p in paths:
                         if not p.is_file():
@@ -185,7 +185,9 @@ def load_utterances(
                 if not keep:
                     raise ManifestError(f"{where}: no file with speed 1 to keep")
                 paths, durations = [paths[i] for i in keep], [durations[i] for i in keep]
-            clean = normalize(text, tokenizer.labels) if cfg["normalize_transcripts"] else text
+            clean = text
+            if cfg["normalize_transcripts"]:
+                clean = NORMALIZERS[cfg["normalizer"]](text, tokenizer.labels)
             ids, dropped = tokenizer.encode_with_stats(clean)
             stats.dropped_chars += dropped
             stats.empty_transcripts += not ids

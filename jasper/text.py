@@ -1,4 +1,4 @@
-"""Transcript text: label ids for CTC and the reference's English transcript normalisation.
+"""Transcript text: label ids for CTC and the transcript normalisers (English, or any alphabet).
 
 A config's `labels` lists the output characters (space, "a".."z", apostrophe for the English
 models); the CTC blank is not in that list, it is appended by code at index `len(labels)`.
@@ -10,6 +10,12 @@ here see the same targets as NVIDIA's. It differs from the reference only where 
 misbehaves: it never prints, never returns None on failure (it falls back to a simpler
 normalisation instead), and it re-collapses spaces left behind by the final label filter, so
 its output is always a clean, idempotent string of label characters.
+
+`normalize_to_labels` is for every other alphabet (a config's `normalizer: labels`): the English
+cleaner transliterates to ASCII and spells numbers in English, so "año" would become "ano" and
+a Cyrillic transcript would vanish. It lower-cases, keeps every character that is a label, and
+maps only what the labels lack: an accented letter to its base letter when that is a label,
+punctuation to a space; anything else (digits included) is dropped. `NORMALIZERS` names both.
 """
 
 from __future__ import annotations
@@ -282,13 +288,49 @@ def normalize(text: str, labels: Iterable[str]) -> str:
     return _finish(expanded, labels)
 
 
-def text_to_ids(text: str, tokenizer: Tokenizer, normalize_transcripts: bool) -> list[int]:
+def _label_form(ch: str, allowed: frozenset[str]) -> str:
+    """What a character that is not a label becomes: its accent-free form if that is all labels,
+    a space for punctuation, symbols and separators, otherwise nothing."""
+    base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+    if base and base != ch and all(c in allowed for c in base):
+        return base
+    if ch.isspace() or unicodedata.category(ch)[0] in "PSZ":
+        return " "
+    return ""
+
+
+def normalize_to_labels(text: str, labels: Iterable[str]) -> str:
+    """Normalise a transcript for any alphabet: keep the labels, map only what they lack.
+
+    The text is NFC-composed (so "n" + combining tilde is the label "ñ") and lower-cased
+    unless the labels have upper-case letters. Typographic apostrophes count as "'".
+    """
+    labels = tuple(labels)
+    allowed = frozenset(labels)
+    text = unicodedata.normalize("NFC", text)
+    if not any(ch != ch.lower() for ch in labels):
+        text = text.lower()
+    text = text.translate(_APOSTROPHES)
+    out = "".join(ch if ch in allowed else _label_form(ch, allowed) for ch in text)
+    out = _WHITESPACE_RE.sub(" ", out).strip()
+    if " " not in allowed:
+        out = out.replace(" ", "")
+    return out
+
+
+_APOSTROPHES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'"})
+NORMALIZERS = {"english": normalize, "labels": normalize_to_labels}
+
+
+def text_to_ids(
+    text: str, tokenizer: Tokenizer, normalize_transcripts: bool, normalizer: str = "english"
+) -> list[int]:
     """Turn a dataset transcript into CTC target ids.
 
-    With `normalize_transcripts` the text goes through `normalize` first, as in the reference's
-    training pipeline; without it the transcript is assumed already clean and characters outside
-    the labels are dropped.
+    With `normalize_transcripts` the text goes through the named normaliser first (`english`,
+    the reference's, or `labels`); without it the transcript is assumed already clean and
+    characters outside the labels are dropped.
     """
     if normalize_transcripts:
-        text = normalize(text, tokenizer.labels)
+        text = NORMALIZERS[normalizer](text, tokenizer.labels)
     return tokenizer.encode(text)

@@ -62,6 +62,9 @@ RENAMES = (
 )
 
 
+ENGLISH = " abcdefghijklmnopqrstuvwxyz'"
+
+
 def is_nemo(path: str | Path) -> bool:
     """A `.nemo` archive: by its suffix, or by being a tar that holds a `model_config.yaml`."""
     path = Path(path)
@@ -218,6 +221,8 @@ def jasper_config(nemo_cfg: dict[str, Any], frontend: str, source: str) -> dict[
                 "sample_rate": sample_rate,
                 "trim_silence": False,
                 "normalize_transcripts": True,
+                # the English cleaner would transliterate another alphabet away (text.py)
+                "normalizer": "english" if set(labels) <= set(ENGLISH) else "labels",
             },
             "filterbank_features": features,
         },
