@@ -12,7 +12,7 @@ import importlib
 import sys
 
 Entry = tuple[str, str]  # (module, one-line help)
-GROUP_HELP = {"data": "download and prepare LibriSpeech, or render a synthetic TTS corpus"}
+GROUP_HELP = {"data": "download and prepare LibriSpeech, render a synthetic TTS corpus, or check manifests"}
 COMMANDS: dict[str, Entry | dict[str, Entry]] = {
     "quickstart": (
         "jasper.quickstart.run",
@@ -64,6 +64,10 @@ COMMANDS: dict[str, Entry | dict[str, Entry]] = {
             "download and extract LibriSpeech archives (resumable, MD5-checked)",
         ),
         "prepare": ("jasper.datasets.prepare", "convert LibriSpeech FLAC to 16 kHz WAV and write manifests"),
+        "check": (
+            "jasper.datasets.check",
+            "check manifests against a model config before training: audio, transcripts, CTC lengths",
+        ),
         "synth": ("jasper.datasets.synthetic", "render an offline synthetic speech corpus with TTS voices"),
         "transform": (
             "jasper.datasets.transform",

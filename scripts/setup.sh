@@ -14,8 +14,8 @@ PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 
 # System packages: libsndfile for soundfile, and the offline TTS engines that render the synthetic
-# corpus (espeak-ng, flite, festival and its voices).
-APT_PACKAGES=(libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+# corpus (espeak-ng, flite, festival and its voices), and Spanish sentences for `--language es`.
+APT_PACKAGES=(libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes-es)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

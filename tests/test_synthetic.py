@@ -16,13 +16,13 @@ import soundfile as sf
 
 from jasper.cli import main
 from jasper.datasets import synthetic
+from jasper.datasets.languages import load_sentences
 from jasper.datasets.synthetic import (
     ENGINE_WEIGHTS,
     ENGINES,
     SPLITS,
     Utterance,
     finish,
-    load_sentences,
     plan_corpus,
     render,
     split_sentences,

@@ -185,12 +185,13 @@ def _engine() -> Kokoro:
     return Kokoro.from_session(session, str(voices))
 
 
-def synthesize(name: str, text: str, speed: float) -> np.ndarray:
-    """16 kHz float32 speech of `text` read by voice `name` at tempo `speed` (> 1 faster).
+def synthesize(name: str, text: str, speed: float, lang: str | None = None) -> np.ndarray:
+    """16 kHz float32 speech of `text` read by voice `name` at tempo `speed` (> 1 faster), in
+    espeak language `lang` (default: the voice's English accent).
 
     Kokoro has no sampling noise: the same text, voice and speed give the same samples.
     """
-    samples, rate = _engine().create(text, voice=style(name), speed=speed, lang=accent(name))
+    samples, rate = _engine().create(text, voice=style(name), speed=speed, lang=lang or accent(name))
     if samples.size == 0:
         raise RuntimeError("kokoro produced no audio")
     return audio.resample(np.asarray(samples, dtype=np.float32), rate, audio.SAMPLE_RATE)

@@ -8,9 +8,9 @@ Voices: the catalogue and engines of `jasper.datasets.voices` (espeak-ng, flite,
 Kokoro-82M's voice packs and blends: 350 speakers, 40 of them held out for test). Voices that are
 not installed or fail a probe are dropped and named in the summary.
 
-Splits: the sentences are normalised (`jasper.text.normalize`), de-duplicated and shuffled with
-the seed, then cut 90/5/5 into train, dev and test, so no sentence is in two splits. train and dev
-are read by the training voices; test only by held-out voices (flite rms, festival ked_diphone, two
+Splits: the sentences are normalised (per `--language`, datasets/languages.py), de-duplicated,
+shuffled with the seed, cut 90/5/5 into train, dev and test (no sentence in two splits). train and
+dev are read by the training voices; test only by held-out voices (flite rms, festival ked_diphone, two
 espeak accent+variant pairs, ten Kokoro packs and twenty blends of only those packs), none of whose
 speakers is heard in training. piper has a single voice, which trains. Engines are weighted per
 family (ENGINE_WEIGHTS): an engine's weight is shared by its voices, so Kokoro's 310 training
@@ -68,12 +68,11 @@ from tqdm import tqdm
 
 from jasper import audio
 from jasper.data import flac_info, write_manifest
-from jasper.datasets.voices import CATALOGUE, RENDERERS, SETUP_HINT, Voice, engine_missing, probe
+from jasper.datasets.languages import LANGUAGES, load_sentences
+from jasper.datasets.voices import RENDERERS, SETUP_HINT, Voice, engine_missing, probe
 from jasper.faults import Skipped
-from jasper.text import normalize
 
 SAMPLE_RATE = audio.SAMPLE_RATE
-LABELS = " abcdefghijklmnopqrstuvwxyz'"
 SPLITS = ("train", "dev", "test")
 SPLIT_FRACTIONS = {"train": 0.90, "dev": 0.05, "test": 0.05}
 CHAPTER_SIZE = 50
@@ -98,9 +97,6 @@ BAR_FORMAT = (
     "[{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 )
 BAR_UNLIMITED = "{desc}: {n:.0f} audio-s [{elapsed}, {rate_fmt}{postfix}]"
-
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TEXT = REPO.parent / "shared" / "data" / "text" / "sentences-public.txt"
 
 
 class SynthError(RuntimeError):
@@ -151,13 +147,14 @@ class SynthOptions:
     """Settings of `jasper data synth`; the CLI flags have the same names and defaults."""
 
     out: Path
-    text: tuple[Path, ...] = ()  # empty: DEFAULT_TEXT
+    text: tuple[Path, ...] = ()  # empty: the language's default text
     hours: float = 1.0  # total across splits; 0: every sentence
     max_sentences: int = 0  # 0: no limit
     train_readings: int = 1  # training share x N; each sentence read up to N times
     engines: tuple[str, ...] = ENGINES
     seed: int = 1
     workers: int = os.cpu_count() or 1
+    language: str = "en"  # a key of languages.LANGUAGES
 
 
 @dataclass
@@ -175,17 +172,6 @@ class Summary:
 
 # ----------------------------------------------------------------------------------------------
 # Planning: pure functions of the sentences, the voices and the seed.
-
-
-def load_sentences(paths: Sequence[Path]) -> list[str]:
-    """Sentences of the text files, one per line, normalised; empty lines and repeats dropped."""
-    seen: dict[str, None] = {}
-    for path in paths:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            sentence = normalize(line, LABELS)
-            if sentence:
-                seen.setdefault(sentence, None)
-    return list(seen)
 
 
 def split_sentences(count: int, seed: int) -> dict[str, list[int]]:
@@ -346,7 +332,9 @@ def _ignore_sigint() -> None:
 # The run: pick voices, plan, render in order up to the size asked for, write the corpus files.
 
 
-def available_voices(engines: Sequence[str], pool: ProcessPoolExecutor) -> tuple[list[Voice], list[str]]:
+def available_voices(
+    engines: Sequence[str], pool: ProcessPoolExecutor, catalogue: Sequence[Voice]
+) -> tuple[list[Voice], list[str]]:
     """The catalogue voices of `engines` that render here, and a line per dropped voice or engine.
 
     Every voice is probed, except in engines whose voices share one model (SHARED_MODEL): there the
@@ -358,7 +346,7 @@ def available_voices(engines: Sequence[str], pool: ProcessPoolExecutor) -> tuple
         if reason:
             dropped.append(f"{engine}: {reason}")
             continue
-        mine = [v for v in CATALOGUE if v.engine == engine]
+        mine = [v for v in catalogue if v.engine == engine]
         if engine in SHARED_MODEL:
             stands_for[mine[0]] = mine
             mine = mine[:1]
@@ -479,10 +467,16 @@ def write_split(root: Path, split: str, results: list[Rendered]) -> None:
 
 
 def voices_record(
-    voices: Sequence[Voice], seed: int, text_sha256: str, kept: dict[str, list[Rendered]] | None = None
+    voices: Sequence[Voice],
+    seed: int,
+    text_sha256: str,
+    kept: dict[str, list[Rendered]] | None = None,
+    language: str = "en",
 ) -> dict:
     """The content of voices.json: the settings that decide the audio, and the voices."""
     record: dict = {"seed": seed, "sentences_sha256": text_sha256, "voices": {}}
+    if language != "en":  # English corpora from before languages keep their voices.json
+        record["language"] = language
     for voice in voices:
         entry: dict = {
             "engine": voice.engine,
@@ -509,6 +503,7 @@ def check_cache(root: Path, record: dict) -> None:
         old.get("seed") == record["seed"]
         and old.get("sentences_sha256") == record["sentences_sha256"]
         and set(old.get("voices", {})) == set(record["voices"])
+        and old.get("language") == record.get("language")
     )
     if not same:
         raise SynthError(
@@ -524,11 +519,12 @@ def synthesize_corpus(opts: SynthOptions, skipped: Skipped | None = None) -> Sum
     stderr); a strict `skipped` stops at the first, before any manifest is written.
     """
     skipped = skipped or Skipped("data synth")
-    text_paths = opts.text or (DEFAULT_TEXT,)
+    language = LANGUAGES[opts.language]
+    text_paths = opts.text or (language.text,)
     for path in text_paths:
-        if not Path(path).is_file():
-            raise SynthError(f"{path}: no such sentence file (pass --text FILE)")
-    sentences = load_sentences(text_paths)
+        if not Path(path).exists():
+            raise SynthError(f"{path}: no such sentence file (give --text FILE; {language.install})")
+    sentences = load_sentences(text_paths, language)
     if not sentences:
         raise SynthError(f"no sentences in {', '.join(map(str, text_paths))}")
     text_sha256 = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
@@ -536,11 +532,12 @@ def synthesize_corpus(opts: SynthOptions, skipped: Skipped | None = None) -> Sum
     start = time.perf_counter()
     # Engines (onnxruntime, festival processes) start only in the workers, so forking is safe.
     with ProcessPoolExecutor(max(1, opts.workers), initializer=_ignore_sigint) as pool:
-        summary.voices, summary.dropped = available_voices(opts.engines, pool)
+        engines = [e for e in opts.engines if e in language.engines]
+        summary.voices, summary.dropped = available_voices(engines, pool, language.voices)
         if not summary.voices:
             reasons = "\n  ".join(summary.dropped)
             raise SynthError(f"no TTS voice works here:\n  {reasons}\ninstall the engines with {SETUP_HINT}")
-        record = voices_record(summary.voices, opts.seed, text_sha256)
+        record = voices_record(summary.voices, opts.seed, text_sha256, language=opts.language)
         check_cache(opts.out, record)
         opts.out.mkdir(parents=True, exist_ok=True)
         (opts.out / "voices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -552,7 +549,7 @@ def synthesize_corpus(opts: SynthOptions, skipped: Skipped | None = None) -> Sum
             raise
     for split in SPLITS:
         write_split(opts.out, split, summary.kept[split])
-    record = voices_record(summary.voices, opts.seed, text_sha256, summary.kept)
+    record = voices_record(summary.voices, opts.seed, text_sha256, summary.kept, opts.language)
     (opts.out / "voices.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     summary.wall_s = time.perf_counter() - start
     return summary
@@ -619,7 +616,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         nargs="+",
         default=[],
-        help=f"sentence files, one per line (default: {DEFAULT_TEXT})",
+        help="sentence files, one per line, or a folder of fortune files (default: the language's; "
+        f"en: {LANGUAGES['en'].text}, es: Debian fortunes-es in {LANGUAGES['es'].text})",
+    )
+    parser.add_argument(
+        "--language",
+        choices=sorted(LANGUAGES),
+        default="en",
+        help="what the voices read and which letters the transcripts keep (datasets/languages.py); es "
+        "renders with espeak-ng and Kokoro only, for configs/jasper5x3_cpu_es.yaml",
     )
     parser.add_argument(
         "--hours",
@@ -679,6 +684,7 @@ def run(args: argparse.Namespace) -> int:
         engines=tuple(dict.fromkeys(args.engines)),
         seed=args.seed,
         workers=args.workers,
+        language=args.language,
     )
     skipped = Skipped("data synth", strict=args.strict)
     try:

@@ -64,6 +64,7 @@ class Voice:
     name: str
     held_out: bool = False
     base_f0: float | None = None
+    language: str = "en"  # what it reads; kokoro phonemises with it (languages.py)
 
     @property
     def label(self) -> str:
@@ -228,7 +229,8 @@ def _piper(voice: Voice, text: str, speed: float, semitones: float, seed: int, t
 
 
 def _kokoro(voice: Voice, text: str, speed: float, semitones: float, seed: int, tmp: Path) -> np.ndarray:
-    return kokoro.synthesize(voice.name, text, speed)  # no pitch control: the blends vary the pitch
+    lang = None if voice.language == "en" else voice.language
+    return kokoro.synthesize(voice.name, text, speed, lang)  # no pitch control: the blends vary the pitch
 
 
 RENDERERS = {"espeak": _espeak, "flite": _flite, "festival": _festival, "piper": _piper, "kokoro": _kokoro}

@@ -36,7 +36,6 @@ def ctc_loss(
     )
 
 
-
 def pre_allocate(
     model: nn.Module,
     features: FilterbankFeatures,

@@ -48,8 +48,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--strict",
         action="store_true",
-        help="stop at the first missing or unreadable audio file (default: skip it with a warning; "
-        "each epoch's record counts the skipped files; a missing manifest or config always stops)",
+        help="stop at the first missing or unreadable audio file, and before the first step when the "
+        "manifest check finds what would break training or lose data (default: warn, skip bad files "
+        "and count them in each epoch's record; a missing manifest or config always stops)",
     )
     g.add_argument(
         "--dali_device",
@@ -180,6 +181,23 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
         "checkpoint, a published model's name (`jasper models`), a .nemo file or a URL; optimizer and "
         "counters start fresh",
     )
+    g.add_argument(
+        "--freeze",
+        choices=("none", "encoder"),
+        default="none",
+        help="fine-tuning: keep the encoder's weights fixed, so only the decoder learns (docs/finetuning.md)",
+    )
+    g.add_argument(
+        "--unfreeze_after_steps",
+        type=int,
+        default=0,
+        help="with --freeze encoder: train the whole model from this update on (0: frozen for the whole run)",
+    )
+    g.add_argument(
+        "--freeze_bn",
+        action="store_true",
+        help="while the encoder is frozen, keep its BatchNorm statistics too (eval mode)",
+    )
     g.add_argument("--save_frequency", type=int, default=10, help="save a checkpoint every N epochs")
     g.add_argument(
         "--keep_milestones",
@@ -244,6 +262,10 @@ def check(args: argparse.Namespace) -> str | None:
             return f"--{name} must be at least 1"
     if args.keep_every < 0:
         return "--keep_every must be 0 (off) or more"
+    if args.unfreeze_after_steps < 0:
+        return "--unfreeze_after_steps must be 0 (never) or more"
+    if args.freeze == "none" and (args.unfreeze_after_steps or args.freeze_bn):
+        return "--unfreeze_after_steps and --freeze_bn need --freeze encoder"
     return None
 
 

@@ -60,24 +60,22 @@ from jasper.data import (
     Batch,
     BucketingBatchSampler,
     ManifestError,
-    ShardedEvalSampler,
-    build_loader,
-    load_utterances,
 )
 from jasper.decoding import greedy_decode
 from jasper.features import FilterbankFeatures
-from jasper.hub.models import read_checkpoint
 from jasper.metrics import word_errors
 from jasper.model import Jasper
 from jasper.text import Tokenizer
+from jasper.training import inputs
 from jasper.training import options as train_options
 from jasper.training import state as train_state
 from jasper.training.evaluation import evaluate
+from jasper.training.finetune import Freezer, initial_weights
 from jasper.training.loss import ctc_loss, pre_allocate
 from jasper.training.metric_log import MetricLogger, Totals
 from jasper.training.optim import EMA, build_optimizer, lr_at, set_lr
 from jasper.training.state import Progress
-from jasper.training.stopping import StopSignals, ignore_stop_signals
+from jasper.training.stopping import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +149,8 @@ class Run:
     progress: Progress = field(default_factory=Progress)
     model: nn.Module | None = None  # raw_model, or its DDP wrapper once `start` has run
     metrics: MetricLogger | None = None
+    lineage: list[dict] = field(default_factory=list)  # the models this one was fine-tuned from
+    freezer: Freezer | None = None
 
     @property
     def budget(self) -> float:
@@ -208,7 +208,7 @@ def build(args: argparse.Namespace, ctx: distributed.Context) -> Run | None:
     device_setup.configure(args, device)
     cfg = config.load(args.model_config, args.override_config)
     tokenizer = Tokenizer(cfg["labels"])
-    data = _build_data(args, ctx, cfg, tokenizer)
+    data = inputs.build(args, ctx, cfg, tokenizer)
     if data is None:
         return None
     train_state.seed_everything(args.seed)  # the same initial weights on every rank (and for any world size)
@@ -255,48 +255,6 @@ def build(args: argparse.Namespace, ctx: distributed.Context) -> Run | None:
     )
 
 
-def _build_data(
-    args: argparse.Namespace, ctx: distributed.Context, cfg: dict[str, Any], tokenizer: Tokenizer
-) -> tuple[AudioDataset, AudioDataset, BucketingBatchSampler, Any, Any] | None:
-    """(train set, dev set, train sampler, train loader, dev loader), or None when too small."""
-    world, rank, accum = ctx.world_size, ctx.rank, args.grad_accumulation_steps
-    train_data_cfg = config.section(cfg, "input_train", "audio_dataset")
-    val_data_cfg = config.section(cfg, "input_val", "audio_dataset")
-    skip_bad = not args.strict
-    train_utts, train_stats = load_utterances(
-        args.train_manifests, args.dataset_dir, tokenizer, train_data_cfg, skip_bad=skip_bad
-    )
-    val_utts, val_stats = load_utterances(
-        args.val_manifests, args.dataset_dir, tokenizer, val_data_cfg, skip_bad=skip_bad
-    )
-    log.info("train: %s", train_stats.summary())
-    log.info("dev: %s", val_stats.summary())
-    # Augmentation draws come from (seed, epoch, index): the same on every rank and after a resume.
-    train_set = AudioDataset(train_utts, train_data_cfg, args.seed, augment=True, skip_bad=skip_bad)
-    val_set = AudioDataset(val_utts, val_data_cfg, args.seed, augment=False, skip_bad=skip_bad)
-    # The same seed on every rank: ranks agree on each epoch's global batches and take their slices.
-    sampler = BucketingBatchSampler(
-        train_set.durations(),
-        args.batch_size // accum,
-        num_replicas=world,
-        rank=rank,
-        seed=args.seed,
-        accumulation=accum,
-    )
-    if len(sampler) // accum == 0:
-        log.error(
-            "%d training utterances are fewer than one global batch (%d per process x %d processes)",
-            len(train_set),
-            args.batch_size,
-            world,
-        )
-        return None
-    train_loader = _loader(train_set, sampler, args.num_workers, args.seed)
-    val_sampler = ShardedEvalSampler(val_set.durations(), args.batch_size, world, rank)
-    val_loader = _loader(val_set, val_sampler, args.num_workers, args.seed)
-    return train_set, val_set, sampler, train_loader, val_loader
-
-
 def resume(run: Run) -> None:
     """With --resume, continue from the newest readable checkpoint; else --ckpt's weights, if given."""
     args, raw_model, ema = run.args, run.raw_model, run.ema
@@ -333,14 +291,10 @@ def resume(run: Run) -> None:
             progress.updates,
             progress.train_seconds / 60,
         )
+        run.lineage = ckpt.get("lineage", [])
     elif args.ckpt:
-        ckpt = read_checkpoint(args.ckpt)
-        checkpoint.load_state_dict(raw_model, ckpt["state_dict"], source=f"{args.ckpt} [state_dict]")
-        if ema:
-            checkpoint.load_state_dict(
-                ema.module, ckpt.get("ema_state_dict") or ckpt["state_dict"], source=f"{args.ckpt} [EMA]"
-            )
-        log.info("initial weights from %s (fine-tuning: optimizer and counters start fresh)", args.ckpt)
+        run.lineage = initial_weights(raw_model, ema.module if ema else None, args.ckpt, run.cfg["labels"])
+    run.freezer = Freezer(raw_model, args.freeze, args.unfreeze_after_steps, args.freeze_bn)
 
 
 def nothing_left(run: Run) -> bool:
@@ -362,10 +316,9 @@ def nothing_left(run: Run) -> bool:
 def start(run: Run) -> None:
     """Wrap the model in DDP under torchrun (also with one process), open the log, record the run."""
     args, ctx, raw_model = run.args, run.ctx, run.raw_model
-    run.model = raw_model
-    if distributed.initialized():  # torchrun, also with one process: the same DDP code path
-        device_ids = [ctx.local_rank] if ctx.device.type == "cuda" else None
-        run.model = nn.parallel.DistributedDataParallel(raw_model, device_ids=device_ids)
+    assert run.freezer is not None
+    run.freezer.apply(run.progress.updates)
+    _wrap(run)
     run.metrics = MetricLogger(
         Path(args.log_file or Path(args.output_dir) / "nvlog.json"),
         Path(args.output_dir),
@@ -463,12 +416,23 @@ def scheduled_lr(run: Run, elapsed: float) -> float:
     )
 
 
+def _wrap(run: Run) -> None:
+    """The model steps run: raw_model, or under torchrun (also with one process) its DDP wrapper,
+    built again when the encoder is frozen or unfrozen: DDP syncs what needed gradients when built."""
+    run.model = run.raw_model
+    if distributed.initialized():
+        device_ids = [run.ctx.local_rank] if run.ctx.device.type == "cuda" else None
+        run.model = nn.parallel.DistributedDataParallel(run.raw_model, device_ids=device_ids)
+
+
 def train_step(run: Run, batches: Any, lr: float) -> Step:
     """One update at `lr`: its micro-batches forward and backward, then the optimizer (or a skip).
 
     A step is skipped by every rank together when any rank's loss is infinite or NaN, or when all of
     a micro-batch's files failed on some rank (each failed file is a warning and a count).
     """
+    if run.freezer is not None and run.freezer.apply(run.progress.updates):
+        _wrap(run)
     args, device, model, raw_model = run.args, run.ctx.device, run.model, run.raw_model
     assert model is not None, "start(run) wraps the model before the first step"
     accum, blank = args.grad_accumulation_steps, run.tokenizer.blank
@@ -614,6 +578,7 @@ def save(run: Run, path: Path) -> None:
     )
     state["rng"] = train_state.gather_rng(run.ctx.world_size)
     state["config"], state["args"] = run.cfg, train_options.plain_args(run.args)
+    state["lineage"] = run.lineage
     distributed.barrier()
     if run.ctx.is_main:
         checkpoint.atomic_save(state, path)
@@ -683,15 +648,6 @@ def finish(run: Run, job: Job) -> int:
 
 
 # ---------------------------------------------------------------------- set-up helpers
-
-
-def _loader(dataset: AudioDataset, sampler: Any, workers: int, seed: int) -> torch.utils.data.DataLoader:
-    loader = build_loader(dataset, sampler, workers)
-    # Starting an epoch draws worker seeds from this generator, not from the global RNG that dither,
-    # SpecAugment and dropout use: a resumed job then draws exactly what an uninterrupted one would.
-    loader.generator = torch.Generator().manual_seed(seed)
-    loader.worker_init_fn = ignore_stop_signals
-    return loader
 
 
 def _references(batch: Batch, tokenizer: Tokenizer) -> list[str]:
