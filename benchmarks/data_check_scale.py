@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/data_check_scale.py [--utterances 281241] [--config configs/...yaml]
 
 Writes a reference-format manifest of that many entries (LibriSpeech-style ids and paths, upper-case
-transcripts drawn from ../shared's sentences or generated words, durations 1-35 s with a few over
-`max_duration`) into a temporary folder, then times the manifest pass (`jasper.datasets.check`,
-what `jasper train` runs before its first step) and, for scale, the manifest loading `train` did
-before it (`jasper.data.load_utterances` without the file checks). Prints one line per figure.
+transcripts drawn from ../shared's sentences or generated words, durations at LibriSpeech's
+reading rate, a few over `max_duration`) into a temporary folder, then times the manifest pass
+(`jasper.datasets.check`, what `jasper train` runs before its first step) and, for scale, the
+manifest loading `train` did before it (`jasper.data.load_utterances` without the file checks).
+Prints one line per figure.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def write_manifest(path: Path, count: int, seed: int = 0) -> None:
     entries = []
     for i in range(count):
         speaker, chapter = 1000 + i // 120, 5000 + i // 40
-        seconds = float(rng.uniform(1.0, 35.0) if i % 500 == 0 else rng.uniform(1.0, 16.5))
+        text = pool[i % len(pool)]
+        # LibriSpeech reads about 15 characters a second; one in 500 runs past max_duration
+        seconds = float(len(text) / 15 * rng.uniform(0.8, 1.25) + (20.0 if i % 500 == 0 else 0.0))
         fname = f"train/{speaker}/{chapter}/{speaker}-{chapter}-{i % 40:04d}.wav"
         entries.append(
             {
-                "transcript": pool[i % len(pool)],
+                "transcript": text,
                 "files": [{"fname": fname, "duration": seconds, "speed": 1, "sample_rate": 16000}],
                 "original_duration": seconds,
             }

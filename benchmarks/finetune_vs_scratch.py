@@ -64,6 +64,12 @@ def train(name: str, corpus: Path, out: Path, minutes: float, threads: int, extr
     return run_dir / "nvlog.json"
 
 
+def cpu_name() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return f"{len(names)}-vCPU {names[0]}" if names else platform.machine()
+
+
 def dev_curve(nvlog: Path) -> list[tuple[float, float]]:
     from jasper.quickstart.report import training_curves
 
@@ -141,8 +147,7 @@ def main() -> int:
     curves = {name: dev_curve(log) for name, log in logs.items()}
     final = curves["scratch"][-1][1]
     reached = minutes_to_reach(curves["fine-tune"], final)
-    cpu = platform.processor() or platform.machine()
-    plot(curves, args.plot or args.out / "finetune_vs_scratch.png", f"Spanish synthetic dev, {cpu}")
+    plot(curves, args.plot or args.out / "finetune_vs_scratch.png", f"Spanish synthetic dev, {cpu_name()}")
     print(f"{'minutes':>8} " + " ".join(f"{n:>10}" for n in curves))
     for i in range(max(len(c) for c in curves.values())):
         cells = [f"{c[i][0]:>4.1f}:{c[i][1]:>5.1f}" if i < len(c) else " " * 10 for c in curves.values()]

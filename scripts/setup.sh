@@ -50,6 +50,7 @@ echo "== installing jasper and its test tools"
 "${PIP[@]}" -e ".[test]"
 "${PIP[@]}" -e ".[tts]" || echo "== warning: the optional piper voice (.[tts]) did not install; jasper data synth will use the other engines" >&2
 "${PIP[@]}" -e ".[transform]" || echo "== warning: the voice transformation packages (.[transform]) did not install; jasper data transform will not run" >&2
+"${PIP[@]}" -e ".[vad]" || echo "== warning: silero-vad (.[vad]) did not install; transcribe --vad silero will not run" >&2
 # Kokoro-82M, the many-speaker engine of the synthetic corpus (its model and voice packs).
 bash scripts/setup_kokoro.sh || echo "== warning: Kokoro did not install (scripts/setup_kokoro.sh); jasper data synth will use the other engines" >&2
 # Deployment: ONNX export and the Triton client here, the Triton server in its own .venv-triton.

@@ -45,6 +45,8 @@ from jasper.decoding import collapse
 from jasper.device import inference_dtype
 from jasper.features import FilterbankFeatures, normalize_batch
 from jasper.hub.models import config_of, read_checkpoint
+from jasper.inference import subtitles
+from jasper.inference import vad as speech
 from jasper.model import Jasper
 from jasper.text import Tokenizer
 
@@ -53,17 +55,27 @@ log = logging.getLogger(__name__)
 CHUNK_SECONDS = 30.0
 CHUNK_OVERLAP = 4.0
 PAD_LEADING = 16
+# A silence this long inside a word is a word boundary the model missed (word_timings).
+WORD_GAP_SECONDS = 1.0
 # Log-mel frames computed per segment; any size gives the same frames, this bounds the STFT's memory.
 SEGMENT_FRAMES = 6000
 
 
 @dataclass
 class Word:
-    """A word and its time span in seconds from the start of the recording."""
+    """A word, its time span in seconds from the start of the recording, and its confidence (0-1).
+
+    The confidence is that of the word's least certain character: for each character, the highest
+    posterior of its label over the frames CTC emitted it on; the word takes the lowest of them.
+    Why this measure: a misrecognised word usually has one doubtful letter among confident ones, so
+    the minimum separates right from wrong words where a mean over all frames (blanks included,
+    which are nearly always confident) dilutes it.
+    """
 
     word: str
     start: float
     end: float
+    confidence: float | None = None
 
 
 @dataclass
@@ -81,10 +93,25 @@ class Result:
             "text": self.text,
             "duration": round(self.duration, 3),
             "words": [
-                {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(w).items()}
+                {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(w).items() if v is not None}
                 for w in self.words
             ],
         }
+
+    def cues(self, **options: Any) -> list[subtitles.Cue]:
+        """Subtitle cues from the word times (`jasper.inference.subtitles.cues` and its options)."""
+        if len(self.words) > 1 and " " not in self.text:  # no space label: characters are the words
+            options.setdefault("joiner", "")
+        return subtitles.cues(self.words, **options)
+
+    def to_srt(self, **options: Any) -> str:
+        return subtitles.to_srt(self.cues(**options))
+
+    def to_vtt(self, **options: Any) -> str:
+        return subtitles.to_vtt(self.cues(**options))
+
+    def to_tsv(self) -> str:
+        return subtitles.to_tsv(self.words)
 
 
 def output_stride(model: nn.Module) -> int:
@@ -186,10 +213,16 @@ def word_timings(
     frame_seconds: float,
     offset: float = 0.0,
     duration: float = math.inf,
+    best_logp: Sequence[float] | None = None,
+    max_gap: float = WORD_GAP_SECONDS,
 ) -> list[Word]:
-    """Words with start/end times from frame argmax ids (CTC collapse rules; a space label splits words).
+    """Words with start/end times from frame argmax ids (CTC collapse rules; a space label splits
+    words; without a space label every character is a word).
 
-    `offset` (seconds of prepended padding) is subtracted; times are clipped to [0, duration].
+    A silence of `max_gap` seconds or more between two characters also ends a word: a model that
+    missed the space there would otherwise give one "word" spanning the pause (and a subtitle cue
+    across it). `offset` (seconds of prepended padding) is subtracted; times are clipped to
+    [0, duration]. With `best_logp`, each frame's top log-prob, words get their confidence (`Word`).
     """
     runs: list[list[int]] = []  # [label, first frame, last frame] per emitted label
     prev = tokenizer.blank
@@ -202,16 +235,23 @@ def word_timings(
         prev = p
     words: list[Word] = []
     current: list[list[int]] = []
-    for run in [*runs, None]:
-        if run is None or tokenizer.labels[run[0]].isspace():
-            if current:
-                text = "".join(tokenizer.labels[r[0]] for r in current)
-                start = min(max(current[0][1] * frame_seconds - offset, 0.0), duration)
-                end = min(max((current[-1][2] + 1) * frame_seconds - offset, 0.0), duration)
-                words.append(Word(text, start, end))
-            current = []
-        else:
+    by_character = not any(label.isspace() for label in tokenizer.labels)
+    gap_frames = max_gap / frame_seconds
+    for i, run in enumerate([*runs, None]):
+        if run is not None and not tokenizer.labels[run[0]].isspace():
             current.append(run)
+            after = runs[i + 1] if i + 1 < len(runs) else None
+            if not by_character and not (after is not None and after[1] - run[2] > gap_frames):
+                continue
+        if current:
+            text = "".join(tokenizer.labels[r[0]] for r in current)
+            start = min(max(current[0][1] * frame_seconds - offset, 0.0), duration)
+            end = min(max((current[-1][2] + 1) * frame_seconds - offset, 0.0), duration)
+            confidence = None
+            if best_logp is not None:
+                confidence = math.exp(min(max(best_logp[r[1] : r[2] + 1]) for r in current))
+            words.append(Word(text, start, end, confidence))
+        current = []
     return words
 
 
@@ -252,38 +292,57 @@ def iter_transcribe(
     stride: int | None = None,
     beam_decoder: Any = None,
     on_error: Callable[[Path, audio_io.AudioError], None] | None = None,
+    vad: str = "none",
 ) -> Iterator[Result]:
     """`transcribe`, one result at a time (for printing as files finish).
 
     With a `jasper.lm.beam.BeamSearchDecoder`, the text comes from beam search (with its LM); word
     times still come from the greedy alignment, so they are given only when both agree on the words.
+    With `vad` ("energy" or "silero", `jasper.inference.vad`) only the speech regions are
+    recognised, each on its own; word times stay those of the whole recording.
     A file that cannot be read raises its `AudioError`; with `on_error`, it is handed to
     `on_error(path, error)` instead and the next file follows (a batch tool's skip-and-go-on).
     """
     stride = stride or output_stride(model)
     frame_seconds = features.hop_length * stride / features.sample_rate
     offset = pad_leading * features.hop_length / features.sample_rate
+    rate = features.sample_rate
+    spaced = any(label.isspace() for label in tokenizer.labels)
     for path in paths:
         try:
-            audio = audio_io.load(path, features.sample_rate)
+            audio = audio_io.load(path, rate)
         except audio_io.AudioError as e:
             if on_error is None:
                 raise
             on_error(Path(path), e)
             continue
-        duration = audio.size / features.sample_rate
-        if audio.size == 0:
-            yield Result(Path(path), "", 0.0)
-            continue
-        lp = log_probs(audio, model, features, chunk_seconds, chunk_overlap, pad_leading, stride)
-        ids = lp.argmax(dim=-1).tolist()
-        text = tokenizer.decode(collapse(ids, tokenizer.blank))
-        words = word_timings(ids, tokenizer, frame_seconds, offset, duration)
-        if beam_decoder is not None:
-            text = beam_decoder.decode(lp.float().cpu().numpy())
-            if [w.word for w in words] != text.split():
-                words = []
-        yield Result(Path(path), text, duration, words)
+        duration = audio.size / rate
+        if vad == "none":
+            regions = [(0.0, duration)] if audio.size else []
+        else:
+            at_16k = (
+                audio if rate == speech.SAMPLE_RATE else audio_io.resample(audio, rate, speech.SAMPLE_RATE)
+            )
+            regions = speech.speech_regions(at_16k, vad)
+        texts, words = [], []
+        for start, end in regions:
+            piece = audio[round(start * rate) : round(end * rate)]
+            if vad != "none" and piece.size <= features.n_fft:  # a sliver at a region's edge
+                continue
+            lp = log_probs(piece, model, features, chunk_seconds, chunk_overlap, pad_leading, stride)
+            best, ids = lp.float().max(dim=-1)
+            ids = ids.tolist()
+            found = word_timings(ids, tokenizer, frame_seconds, offset - start, end, best.tolist())
+            text = tokenizer.decode(collapse(ids, tokenizer.blank))
+            if spaced and len(found) != len(text.split()):  # a space inserted at a pause (word_timings)
+                text = " ".join(w.word for w in found)
+            if beam_decoder is not None:
+                text = beam_decoder.decode(lp.float().cpu().numpy())
+                if [w.word for w in found] != text.split():
+                    found = []
+            texts.append(text.strip())
+            words += found
+        yield Result(Path(path), " ".join(t for t in texts if t), duration, words)
 
 
 def transcribe(
@@ -295,15 +354,19 @@ def transcribe(
     chunk_overlap: float = CHUNK_OVERLAP,
     pad_leading: int = PAD_LEADING,
     stride: int | None = None,
+    vad: str = "none",
 ) -> list[Result]:
     """Greedy transcripts with word timings for audio files, on the device the model is on.
 
     `model` in eval mode (its parameters' dtype is used for the input), `features` a
     `FilterbankFeatures` in eval mode on the same device. Recordings longer than `chunk_seconds`
-    run in overlapping windows (see the module docstring); `chunk_seconds=0` never chunks.
+    run in overlapping windows (see the module docstring); `chunk_seconds=0` never chunks. `vad`
+    ("energy", "silero") recognises only the speech regions (`jasper.inference.vad`).
     """
     return list(
-        iter_transcribe(paths, model, features, tokenizer, chunk_seconds, chunk_overlap, pad_leading, stride)
+        iter_transcribe(
+            paths, model, features, tokenizer, chunk_seconds, chunk_overlap, pad_leading, stride, vad=vad
+        )
     )
 
 

@@ -28,18 +28,23 @@ from jasper import config
 from jasper.device import PRECISIONS
 from jasper.faults import Skipped
 from jasper.hub.models import add_model_arguments, model_spec
-from jasper.inference import engines, streaming
+from jasper.inference import engines, streaming, subtitles
+from jasper.inference import vad as speech
 from jasper.inference.engines import ENGINES
 from jasper.inference.pipeline import (
     CHUNK_OVERLAP,
     CHUNK_SECONDS,
     PAD_LEADING,
     Pipeline,
+    Result,
     calibration_inputs,
     iter_transcribe,
     load,
 )
 from jasper.inference.timing import percentiles
+
+FORMATS = ("txt", "json", "srt", "vtt", "tsv")
+PER_FILE = ("srt", "vtt", "tsv")  # a document per input: on stdout for a single input only
 
 # Suffixes searched for in directories, each kept only if the installed libsndfile reads its format.
 SUFFIX_FORMATS = {
@@ -104,15 +109,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_override_argument(parser)
     parser.add_argument(
         "--format",
-        choices=["txt", "json"],
+        choices=[*FORMATS, "all"],
         default="txt",
-        help="txt: the transcript; json: transcript, duration and per-word start/end seconds",
+        help="txt: the transcript; json: transcript, duration, per-word start/end seconds and confidence; "
+        "srt, vtt: subtitles; tsv: one word per row (start and end ms, word, confidence); all: every one",
     )
     parser.add_argument(
         "--output_dir",
         default=None,
-        help="write one <name>.txt/.json per input (directory structure kept); default: print to stdout "
-        "(txt: `path<TAB>text` lines, json: one object per line)",
+        help="write one <name>.<format> per input and format (directory structure kept); default: print to "
+        "stdout (txt: `path<TAB>text` lines, json: one object per line; srt, vtt and tsv for one input only)",
+    )
+    parser.add_argument(
+        "--vad",
+        choices=speech.METHODS,
+        default="none",
+        help="recognise only the speech regions, cut at silences (word times stay absolute): silero "
+        f"(Silero VAD, {speech.INSTALL_HINT}) or energy (no dependencies; fooled by loud noise); "
+        "default none: the whole recording, in fixed chunks",
+    )
+    parser.add_argument(
+        "--max_line_chars",
+        type=int,
+        default=subtitles.MAX_LINE_CHARS,
+        help=f"subtitle line length; a cue has at most {subtitles.LINES} lines (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max_cue_seconds",
+        type=float,
+        default=subtitles.MAX_CUE_SECONDS,
+        help=f"longest subtitle cue (default %(default)s); a pause of {subtitles.PAUSE_SECONDS:g} s always "
+        "ends one, and a single longer word is a cue of its own",
     )
     parser.add_argument(
         "--chunk_seconds",
@@ -225,8 +252,16 @@ def run(args: argparse.Namespace) -> int:
         pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
         use_engine(args, pipe, precision, [])
         return run_stream(args, pipe)
+    if args.vad == "silero" and speech.silero_missing():
+        raise config.ConfigError(str(speech.silero_missing()))
     skipped = Skipped("transcribe", strict=args.strict)
     files = audio_files(args.inputs, skipped)
+    formats = FORMATS if args.format == "all" else (args.format,)
+    if not args.output_dir and (args.format == "all" or (args.format in PER_FILE and len(files) > 1)):
+        raise config.ConfigError(
+            f"--format {args.format} writes a file per input and format: give --output_dir "
+            f"({len(files)} input file(s))"
+        )
     pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
     args.pad_leading = pipe.pad_leading if args.pad_leading is None else args.pad_leading
     use_engine(args, pipe, precision, [f for f, _ in files])
@@ -247,23 +282,40 @@ def run(args: argparse.Namespace) -> int:
         args.pad_leading,
         beam_decoder=beam,
         on_error=skipped.add,
+        vad=args.vad,
     )
     names = {path: name for path, name in files}
     out_dir = Path(args.output_dir) if args.output_dir else None
     done = 0
+    cue_options = {"max_line_chars": args.max_line_chars, "max_cue_seconds": args.max_cue_seconds}
     for result in results:
         done += 1
         name = names[result.path]
         if out_dir is None:
-            line = json.dumps(result.to_json()) if args.format == "json" else f"{result.path}\t{result.text}"
-            print(line, flush=True)
+            if args.format == "txt":
+                print(f"{result.path}\t{result.text}", flush=True)
+            else:
+                print(render(result, args.format, cue_options, one_line=True), end="", flush=True)
             continue
-        target = (out_dir / name).with_suffix(f".{args.format}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps(result.to_json(), indent=1) if args.format == "json" else result.text
-        target.write_text(body + "\n")
-        print(f"{result.path} -> {target}", file=sys.stderr)
+        for fmt in formats:
+            target = (out_dir / name).with_suffix(f".{fmt}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(render(result, fmt, cue_options), encoding="utf-8")
+            print(f"{result.path} -> {target}", file=sys.stderr)
     return skipped.finish(done)
+
+
+def render(result: Result, fmt: str, cue_options: dict, one_line: bool = False) -> str:
+    """A result in one output format, ending with a newline (json: one line with `one_line`)."""
+    if fmt == "json":
+        return json.dumps(result.to_json(), indent=None if one_line else 1, ensure_ascii=False) + "\n"
+    if fmt == "srt":
+        return result.to_srt(**cue_options)
+    if fmt == "vtt":
+        return result.to_vtt(**cue_options)
+    if fmt == "tsv":
+        return result.to_tsv()
+    return result.text + "\n"
 
 
 def use_engine(args: argparse.Namespace, pipe: Pipeline, precision: str, paths: list[Path]) -> None:

@@ -164,6 +164,6 @@ class Freezer:
                 f" for the first {self.unfreeze_after} updates" if self.unfreeze_after else "",
                 " (BatchNorm statistics too)" if self.freeze_bn else "",
             )
-        else:
+        elif changed:
             log.info("encoder unfrozen at update %d", updates)
         return changed

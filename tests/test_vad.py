@@ -1,0 +1,66 @@
+"""Speech-activity segmentation: the region rule, the energy and Silero detectors, and transcribe --vad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_transcribe import mini, write_checkpoint  # noqa: F401  (the module fixture and its helper)
+
+from jasper import audio
+from jasper.cli import main
+from jasper.inference import vad
+from jasper.inference.pipeline import load
+
+
+def test_regions_need_a_long_enough_silence_and_speech_and_are_padded() -> None:
+    step = 0.01
+    probs = np.zeros(500)
+    probs[100:150] = 0.9  # 1.0-1.5 s
+    probs[160:200] = 0.9  # a 0.1 s dip: the same region
+    probs[300:310] = 0.9  # 0.1 s: too short to count
+    probs[400:480] = 0.8  # 4.0-4.8 s
+    regions = vad.regions_from_probabilities(probs, step, 5.0, vad.Options(pad=0.1))
+    assert [(round(a, 2), round(b, 2)) for a, b in regions] == [
+        (0.9, 2.1),
+        (3.9, 5.0),
+    ]  # runs to the end: 0.2 s of silence is too short
+    assert vad.speech_regions(np.zeros(0, np.float32), "none") == []
+
+
+def speech_in_silence(mini: dict, lead: float, gap: float) -> tuple[np.ndarray, list[tuple[float, float]]]:  # noqa: F811
+    clips = [audio.load(f) for f in mini["flac"][:2]]
+    parts, spans, t = [np.zeros(int(lead * 16000), np.float32)], [], lead
+    for clip in clips:
+        parts += [clip, np.zeros(int(gap * 16000), np.float32)]
+        spans.append((t, t + len(clip) / 16000))
+        t += len(clip) / 16000 + gap
+    noise = np.random.default_rng(0).normal(0, 1e-4, sum(map(len, parts))).astype(np.float32)
+    return np.concatenate(parts) + noise, spans
+
+
+@pytest.mark.parametrize("method", ["energy", "silero"])
+def test_detectors_find_the_clips_and_skip_the_silence(mini: dict, method: str) -> None:  # noqa: F811
+    if method == "silero" and vad.silero_missing():
+        pytest.skip(vad.silero_missing())
+    signal, spans = speech_in_silence(mini, lead=3.0, gap=4.0)
+    regions = vad.speech_regions(signal, method)
+    covered = sum(b - a for a, b in regions)
+    assert covered < 0.7 * len(signal) / 16000  # most of the silence is skipped
+    for start, end in spans:  # each clip's speech lies in the regions (0.3 s slack at its edges)
+        inside = sum(max(0.0, min(b, end - 0.3) - max(a, start + 0.3)) for a, b in regions)
+        assert inside >= 0.9 * (end - start - 0.6), (method, start, end, regions)
+
+
+def test_transcribe_with_vad_keeps_absolute_word_times(mini: dict, tmp_path) -> None:  # noqa: F811
+    signal, spans = speech_in_silence(mini, lead=5.0, gap=6.0)
+    path = tmp_path / "long.wav"
+    audio.write(path, signal, 16000)
+    pipe = load(str(mini["ckpt"]))
+    [plain] = pipe.transcribe([path])
+    [cut] = pipe.transcribe([path], vad="energy")
+    assert cut.words and all(
+        any(a - 0.5 <= w.start and w.end <= b + 0.5 for a, b in spans) for w in cut.words
+    )
+    assert [w.word for w in cut.words] == cut.text.split()
+    assert len(cut.words) < len(plain.words)  # the random model's words in the silence are gone
+    assert main(["transcribe", str(path), "--ckpt", str(mini["ckpt"]), "--vad", "energy"]) == 0
