@@ -13,6 +13,11 @@
    that file with each.
 3. Confidence. The checkpoint, greedy, on the synthetic dev split: each hypothesis word is right or
    wrong by jiwer's alignment with the reference; the ROC AUC of word confidence for telling them apart.
+4. Hotwords. On the synthetic test split, 30 words chosen with a fixed seed among the test
+   references' words of 4+ letters that the training transcripts hold at most once; beam search
+   (64 beams) without and with them as hotwords (weight --hotword_weight), without the LM and with
+   the quickstart's LM (--lm, when given): recall of the hotwords' occurrences, and the WER over the
+   other reference words (their substitutions and deletions plus all insertions, over their count).
 """
 
 from __future__ import annotations
@@ -161,6 +166,69 @@ def confidence_part(pipe, dev: Path) -> dict:  # noqa: ANN001
     }
 
 
+def choose_hotwords(test: list[str], train: list[str], count: int = 30, seed: int = 0) -> list[str]:
+    in_train: dict[str, int] = {}
+    for text in train:
+        for w in text.split():
+            in_train[w] = in_train.get(w, 0) + 1
+    candidates = sorted({w for text in test for w in text.split() if len(w) >= 4 and in_train.get(w, 0) <= 1})
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist())
+
+
+def hotword_scores(refs: list[str], hyps: list[str], hot: set[str]) -> tuple[float, float]:
+    """(recall of hot reference words, WER over the other reference words)."""
+    found = hot_total = other_errors = other_total = 0
+    for ref, hyp in zip(refs, hyps, strict=True):
+        words = ref.split()
+        matched = np.zeros(len(words), bool)
+        out = jiwer.process_words(ref, hyp or "-")
+        for chunk in out.alignments[0]:
+            if chunk.type == "equal":
+                matched[chunk.ref_start_idx : chunk.ref_end_idx] = True
+            if chunk.type == "insert":
+                other_errors += chunk.hyp_end_idx - chunk.hyp_start_idx
+        for w, ok in zip(words, matched, strict=True):
+            if w in hot:
+                hot_total += 1
+                found += ok
+            else:
+                other_total += 1
+                other_errors += not ok
+    return 100 * found / max(hot_total, 1), 100 * other_errors / max(other_total, 1)
+
+
+def hotwords_part(pipe, test: Path, train: Path, lm: str | None, weight: float) -> dict:  # noqa: ANN001
+    from jasper.inference.pipeline import log_probs
+    from jasper.lm.beam import BeamSearchDecoder
+
+    ds = config.fill({"min_duration": 0.0}, config.AUDIO_DATASET)
+    tok = Tokenizer(pipe.tokenizer.labels)
+    test_utts, _ = load_utterances([test], test.parent, tok, ds)
+    train_utts, _ = load_utterances([train], train.parent, tok, ds, check_files=False)
+    hot = choose_hotwords([u.text for u in test_utts], [u.text for u in train_utts])
+    lps = [
+        log_probs(audio.load(u.paths[0]), pipe.model, pipe.features, pad_leading=pipe.pad_leading)
+        .float()
+        .numpy()
+        for u in test_utts
+    ]
+    refs = [u.text for u in test_utts]
+    out: dict = {"hotwords": hot, "occurrences": sum(r.split().count(w) for r in refs for w in hot)}
+    for name, lm_dir in (("no_lm", None), ("lm", lm)):
+        if name == "lm" and not lm:
+            continue
+        for boosted in (False, True):
+            with BeamSearchDecoder(
+                pipe.tokenizer.labels, lm_dir, hotwords=hot if boosted else (), hotword_weight=weight
+            ) as beam:
+                hyps = beam.decode_batch(lps)
+            recall, other_wer = hotword_scores(refs, hyps, set(hot))
+            key = f"{name}_{'hotwords' if boosted else 'plain'}"
+            out[key] = {"hot_recall": round(recall, 2), "other_wer": round(other_wer, 2)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +238,16 @@ def main() -> None:
     )
     parser.add_argument("--dev", type=Path, default=REPO / "data" / "quickstart" / "synth" / "synth-dev.json")
     parser.add_argument("--max_cue_seconds", type=float, default=6.0)
+    parser.add_argument(
+        "--test", type=Path, default=REPO / "data" / "quickstart" / "synth" / "synth-test.json"
+    )
+    parser.add_argument(
+        "--lm", default=None, help="the quickstart's LM directory, for the hotword rows with an LM"
+    )
+    parser.add_argument("--hotword_weight", type=float, default=10.0)
+    parser.add_argument(
+        "--only", choices=("subtitles", "confidence", "vad", "hotwords"), nargs="*", default=None
+    )
     parser.add_argument("--skip_speed", action="store_true", help="leave out the jasper10x5dr timing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
@@ -177,13 +255,19 @@ def main() -> None:
     pipe = load(args.ckpt)
     clips = real_clips()
     figures = {"machine": platform.processor() or platform.machine(), "clips": len(clips)}
+    parts = {
+        "subtitles": lambda tmp: subtitles_part(pipe, clips, tmp, args.max_cue_seconds),
+        "confidence": lambda tmp: confidence_part(pipe, args.dev),
+        "hotwords": lambda tmp: hotwords_part(
+            pipe, args.test, args.test.with_name("synth-train.json"), args.lm, args.hotword_weight
+        ),
+        "vad": lambda tmp: vad_part(pipe, clips, tmp, args.skip_speed),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        figures["subtitles"] = subtitles_part(pipe, clips, Path(tmp), args.max_cue_seconds)
-        print(json.dumps(figures["subtitles"]), flush=True)
-        figures["confidence"] = confidence_part(pipe, args.dev)
-        print(json.dumps(figures["confidence"]), flush=True)
-        figures["vad"] = vad_part(pipe, clips, Path(tmp), args.skip_speed)
-        print(json.dumps(figures["vad"]), flush=True)
+        for name, part in parts.items():
+            if args.only is None or name in args.only:
+                figures[name] = part(Path(tmp))
+                print(json.dumps({name: figures[name]}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

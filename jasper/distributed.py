@@ -144,5 +144,6 @@ def setup_logging(rank: int) -> None:
         logger.addHandler(_StderrHandler())
     for handler in logger.handlers:
         if isinstance(handler, _StderrHandler):
+            handler.setLevel(logger.level)  # a module logger set to DEBUG (a test, a caller) stays quiet here
             prefix = f"[rank {rank}] " if rank else ""
             handler.setFormatter(logging.Formatter(prefix + "%(levelname)s: %(message)s"))

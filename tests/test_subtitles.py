@@ -71,8 +71,9 @@ def test_srt_and_vtt_parse_with_their_libraries() -> None:
 def test_cues_are_ordered_disjoint_and_bounded(words: list, max_chars: int, max_seconds: float) -> None:
     t, timed = 0.0, []
     for text, gap, length in words:
-        timed.append(W(text, t + gap, t + gap + length))
-        t += gap + length
+        start = round(t + gap, 6)
+        t = round(start + length, 6)
+        timed.append(W(text, start, t))
     cues = subtitles.cues(timed, max_line_chars=max_chars, max_cue_seconds=max_seconds)
     assert " ".join(c.text.replace("\n", " ") for c in cues).split() == [w.word for w in timed]
     for a, b in zip(cues, cues[1:], strict=False):
@@ -117,3 +118,22 @@ def test_cli_writes_every_format_and_needs_an_output_dir_for_several(
     assert main(["transcribe", flac[0], "--ckpt", ckpt, "--format", "srt", "--max_cue_seconds", "2"]) == 0
     cues = list(srt.parse(capsys.readouterr().out))
     assert cues and all((c.end - c.start).total_seconds() <= 2 or " " not in c.content for c in cues)
+
+
+def test_stream_writes_cues_as_they_become_final(
+    mini: dict,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ckpt, flac = str(mini["ckpt"]), str(mini["flac"][1])
+    assert (
+        main(["transcribe", flac, "--ckpt", ckpt, "--stream", "--format", "srt", "--max_cue_seconds", "3"])
+        == 0
+    )
+    streamed = list(srt.parse(capsys.readouterr().out))
+    assert streamed and [s.index for s in streamed] == list(range(1, len(streamed) + 1))
+    assert all((s.end - s.start).total_seconds() <= 3 or " " not in s.content for s in streamed)
+    times = [(s.start, s.end) for s in streamed]
+    assert all(a[1] <= b[0] for a, b in zip(times, times[1:], strict=False))
+    assert main(["transcribe", flac, "--ckpt", ckpt, "--stream", "--format", "vtt"]) == 0
+    assert len(webvtt.from_buffer(io.StringIO(capsys.readouterr().out)).captions) >= 1
+    assert main(["transcribe", flac, "--ckpt", ckpt, "--stream", "--vad", "energy"]) == 2

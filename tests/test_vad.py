@@ -64,3 +64,14 @@ def test_transcribe_with_vad_keeps_absolute_word_times(mini: dict, tmp_path) -> 
     assert [w.word for w in cut.words] == cut.text.split()
     assert len(cut.words) < len(plain.words)  # the random model's words in the silence are gone
     assert main(["transcribe", str(path), "--ckpt", str(mini["ckpt"]), "--vad", "energy"]) == 0
+
+
+@pytest.mark.parametrize("method", ["energy", "silero"])
+def test_all_silence_gives_an_empty_transcript(mini: dict, tmp_path, method: str) -> None:  # noqa: F811
+    if method == "silero" and vad.silero_missing():
+        pytest.skip(vad.silero_missing())
+    path = tmp_path / "silence.wav"
+    audio.write(path, np.zeros(5 * 16000, np.float32), 16000)
+    assert vad.speech_regions(np.zeros(5 * 16000, np.float32), method) == []
+    [result] = load(str(mini["ckpt"])).transcribe([path], vad=method)
+    assert result.text == "" and result.words == [] and result.duration == 5.0

@@ -381,11 +381,28 @@ class Pipeline:
     device: torch.device
     pad_leading: int = PAD_LEADING  # zero frames the model was trained to see first (NeMo's: 0)
 
-    def transcribe(self, paths: Iterable[str | Path], **options: Any) -> list[Result]:
+    def transcribe(
+        self,
+        paths: Iterable[str | Path],
+        hotwords: Sequence[str] | dict[str, float] = (),
+        lm: str | Path | None = None,
+        **options: Any,
+    ) -> list[Result]:
         """`transcribe(paths, self.model, self.features, self.tokenizer, **options)`, with the
-        model's own `pad_leading` unless `options` give one."""
+        model's own `pad_leading` unless `options` give one (`vad="silero"` among them). With
+        `hotwords` (words, or {word: weight}) or an `lm` directory, beam search gives the text
+        (`jasper.lm.beam.BeamSearchDecoder`)."""
         options.setdefault("pad_leading", self.pad_leading)
-        return transcribe(paths, self.model, self.features, self.tokenizer, **options)
+        if not hotwords and lm is None:
+            return transcribe(paths, self.model, self.features, self.tokenizer, **options)
+        from jasper.lm.beam import BeamSearchDecoder
+
+        with BeamSearchDecoder(self.tokenizer.labels, lm, hotwords=hotwords) as beam:
+            return list(
+                iter_transcribe(
+                    paths, self.model, self.features, self.tokenizer, beam_decoder=beam, **options
+                )
+            )
 
 
 def model_from_checkpoint(cfg: dict[str, Any], state: dict[str, Any], ema: bool, source: str) -> Jasper:

@@ -23,7 +23,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 MAX_LINE_CHARS = 42
 LINES = 2
@@ -51,45 +51,60 @@ def _lines(words: Sequence[str], joiner: str, max_line_chars: int) -> str:
     return "\n".join(textwrap.wrap(joiner.join(words), max_line_chars, break_long_words=False))
 
 
-def cues(
-    words: Sequence[TimedWord],
-    max_line_chars: int = MAX_LINE_CHARS,
-    max_cue_seconds: float = MAX_CUE_SECONDS,
-    pause: float = PAUSE_SECONDS,
-    lines: int = LINES,
-    joiner: str = " ",
-) -> list[Cue]:
-    """Group timed words into cues by the rules of the module docstring, in order."""
-    out: list[Cue] = []
-    group: list[TimedWord] = []
+class CueBuilder:
+    """Cues from words given one at a time (`--stream`): `add` returns the cues a word closes."""
 
-    def fits(word: TimedWord) -> bool:
-        if word.start - group[-1].end >= pause or word.end - group[0].start > max_cue_seconds:
+    def __init__(
+        self,
+        max_line_chars: int = MAX_LINE_CHARS,
+        max_cue_seconds: float = MAX_CUE_SECONDS,
+        pause: float = PAUSE_SECONDS,
+        lines: int = LINES,
+        joiner: str = " ",
+    ) -> None:
+        self.max_line_chars, self.max_cue_seconds, self.pause = max_line_chars, max_cue_seconds, pause
+        self.lines, self.joiner = lines, joiner
+        self.group: list[TimedWord] = []
+
+    def _text(self, words: Sequence[TimedWord]) -> str:
+        return _lines([w.word for w in words], self.joiner, self.max_line_chars)
+
+    def _fits(self, word: TimedWord) -> bool:
+        group = self.group
+        if word.start - group[-1].end >= self.pause or word.end - group[0].start > self.max_cue_seconds:
             return False
-        text = _lines([w.word for w in [*group, word]], joiner, max_line_chars).split("\n")
-        return len(text) <= lines and max(map(len, text)) <= max_line_chars  # a longer word: its own cue
+        text = self._text([*group, word]).split("\n")
+        return len(text) <= self.lines and max(map(len, text)) <= self.max_line_chars  # else: its own cue
 
-    def close() -> None:
-        text = _lines([w.word for w in group], joiner, max_line_chars)
-        out.append(Cue(group[0].start, group[-1].end, text))
+    def add(self, word: TimedWord) -> list[Cue]:
+        closed = self.finish() if self.group and not self._fits(word) else []
+        self.group.append(word)
+        return closed
 
-    for word in words:
-        if group and not fits(word):
-            close()
-            group = []
-        group.append(word)
-    if group:
-        close()
-    return out
+    def finish(self) -> list[Cue]:
+        """The open cue, closed (none when no word is waiting)."""
+        if not self.group:
+            return []
+        cue = Cue(self.group[0].start, self.group[-1].end, self._text(self.group))
+        self.group = []
+        return [cue]
 
 
-def to_srt(cue_list: Sequence[Cue]) -> str:
+def cues(words: Sequence[TimedWord], **options: Any) -> list[Cue]:
+    """Group timed words into cues by the rules of the module docstring, in order (`CueBuilder`'s
+    options: max_line_chars, max_cue_seconds, pause, lines, joiner)."""
+    builder = CueBuilder(**options)
+    out = [cue for word in words for cue in builder.add(word)]
+    return out + builder.finish()
+
+
+def to_srt(cue_list: Sequence[Cue], first_index: int = 1) -> str:
     import srt
 
     return srt.compose(
         [
             srt.Subtitle(i, timedelta(seconds=c.start), timedelta(seconds=c.end), c.text)
-            for i, c in enumerate(cue_list, 1)
+            for i, c in enumerate(cue_list, first_index)
         ],
         reindex=False,
     )
@@ -100,14 +115,17 @@ def _vtt_time(seconds: float) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
-def to_vtt(cue_list: Sequence[Cue]) -> str:
+def to_vtt(cue_list: Sequence[Cue], header: bool = True) -> str:
     blocks = [f"{_vtt_time(c.start)} --> {_vtt_time(c.end)}\n{c.text}" for c in cue_list]
-    return "WEBVTT\n\n" + "".join(b + "\n\n" for b in blocks)
+    return ("WEBVTT\n\n" if header else "") + "".join(b + "\n\n" for b in blocks)
 
 
-def to_tsv(words: Sequence[TimedWord]) -> str:
+TSV_HEADER = "start\tend\ttext\tconfidence"
+
+
+def to_tsv(words: Sequence[TimedWord], header: bool = True) -> str:
     """One row per word: start and end in milliseconds, the word, its confidence (when known)."""
-    rows = ["start\tend\ttext\tconfidence"]
+    rows = [TSV_HEADER] if header else []
     for w in words:
         confidence = getattr(w, "confidence", None)
         shown = "" if confidence is None else f"{confidence:.3f}"

@@ -42,6 +42,7 @@ from jasper.inference.pipeline import (
     load,
 )
 from jasper.inference.timing import percentiles
+from jasper.lm.beam import DEFAULT_HOTWORD_WEIGHT, parse_hotwords
 
 FORMATS = ("txt", "json", "srt", "vtt", "tsv")
 PER_FILE = ("srt", "vtt", "tsv")  # a document per input: on stdout for a single input only
@@ -194,6 +195,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--beam_width", type=int, default=64, help="beams kept per frame with --lm (default 64)"
     )
+    parser.add_argument(
+        "--hotwords",
+        default=None,
+        metavar='"WORD[:WEIGHT] ..."',
+        help="words to favour in beam search (names, jargon), each with an optional weight (default "
+        "--hotword_weight); beam search runs with or without --lm",
+    )
+    parser.add_argument("--hotwords_file", default=None, help="the same, WORD[:WEIGHT] items in a text file")
+    parser.add_argument(
+        "--hotword_weight", type=float, default=DEFAULT_HOTWORD_WEIGHT, help="weight of a hotword without one"
+    )
     parser.add_argument("--alpha", type=float, default=None, help="LM weight (default: the LM's tuned.json)")
     parser.add_argument("--beta", type=float, default=None, help="word bonus (default: the LM's tuned.json)")
     parser.add_argument(
@@ -245,8 +257,12 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or ("fp16" if args.amp else "fp32")
     weights = "fp32" if precision == "int8" else precision  # int8 is made from the float model
     if args.stream:
-        if len(args.inputs) != 1 or args.lm or args.output_dir:
-            raise config.ConfigError("--stream takes one input (a file or -) and no --lm or --output_dir")
+        if len(args.inputs) != 1 or args.lm or args.hotwords or args.output_dir or args.format == "all":
+            raise config.ConfigError(
+                "--stream takes one input (a file or -) and no --lm, --hotwords, --output_dir or --format all"
+            )
+        if args.vad != "none":
+            raise config.ConfigError("--vad is not built for --stream yet: its chunks are fixed")
         if precision == "int8":
             raise config.ConfigError("--precision int8 calibrates on input files: not with --stream")
         pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
@@ -266,11 +282,17 @@ def run(args: argparse.Namespace) -> int:
     args.pad_leading = pipe.pad_leading if args.pad_leading is None else args.pad_leading
     use_engine(args, pipe, precision, [f for f, _ in files])
     beam = None
-    if args.lm:
+    hotwords = read_hotwords(args, pipe.tokenizer.labels)
+    if args.lm or hotwords:
         from jasper.lm.beam import BeamSearchDecoder
 
         beam = BeamSearchDecoder(
-            pipe.tokenizer.labels, args.lm, beam_width=args.beam_width, alpha=args.alpha, beta=args.beta
+            pipe.tokenizer.labels,
+            args.lm,
+            beam_width=args.beam_width,
+            alpha=args.alpha,
+            beta=args.beta,
+            hotwords=hotwords,
         )
     results = iter_transcribe(
         [f for f, _ in files],
@@ -303,6 +325,20 @@ def run(args: argparse.Namespace) -> int:
             target.write_text(render(result, fmt, cue_options), encoding="utf-8")
             print(f"{result.path} -> {target}", file=sys.stderr)
     return skipped.finish(done)
+
+
+def read_hotwords(args: argparse.Namespace, labels: tuple[str, ...]) -> dict[str, float]:
+    """--hotwords and --hotwords_file as {word: weight}; a ConfigError names a bad one."""
+    items = (args.hotwords or "").split()
+    if args.hotwords_file:
+        try:
+            items += Path(args.hotwords_file).read_text(encoding="utf-8").split()
+        except OSError as e:
+            raise config.ConfigError(f"--hotwords_file {args.hotwords_file}: {e.strerror}") from None
+    try:
+        return parse_hotwords(items, labels, args.hotword_weight)
+    except ValueError as e:
+        raise config.ConfigError(str(e)) from None
 
 
 def render(result: Result, fmt: str, cue_options: dict, one_line: bool = False) -> str:
@@ -347,14 +383,35 @@ def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:
     except ValueError as e:  # the options' bounds: a one-line error, not a traceback
         raise config.ConfigError(f"--stream_*: {e}") from None
     blocks = streaming.read_blocks(args.inputs[0], pipe.features.sample_rate, raw=args.raw_pcm)
-    count = 0
+    count, cues_written = 0, 0
+    builder = subtitles.CueBuilder(args.max_line_chars, args.max_cue_seconds)
+    header = {"vtt": "WEBVTT\n", "tsv": subtitles.TSV_HEADER}.get(args.format)
+    if header:
+        print(header, flush=True)
+
+    def write_cues(cues: list[subtitles.Cue]) -> None:  # as each cue becomes final
+        nonlocal cues_written
+        if cues and args.format in ("srt", "vtt"):
+            text = (
+                subtitles.to_srt(cues, cues_written + 1)
+                if args.format == "srt"
+                else subtitles.to_vtt(cues, False)
+            )
+            print(text, end="", flush=True)
+            cues_written += len(cues)
+
     for word in streaming.transcribe_stream(blocks, streamer):
         if args.format == "json":
             print(json.dumps({"word": word.word, "start": round(word.start, 3), "end": round(word.end, 3)}))
+        elif args.format == "tsv":
+            print(subtitles.to_tsv([word], header=False), end="")
+        elif args.format in ("srt", "vtt"):
+            write_cues(builder.add(word))
         else:
             print(("" if count == 0 else " ") + word.word, end="")
         sys.stdout.flush()
         count += 1
+    write_cues(builder.finish())
     if args.format == "txt":
         print(flush=True)
     stats = streamer.stats
