@@ -136,4 +136,3 @@ def test_stream_writes_cues_as_they_become_final(
     assert all(a[1] <= b[0] for a, b in zip(times, times[1:], strict=False))
     assert main(["transcribe", flac, "--ckpt", ckpt, "--stream", "--format", "vtt"]) == 0
     assert len(webvtt.from_buffer(io.StringIO(capsys.readouterr().out)).captions) >= 1
-    assert main(["transcribe", flac, "--ckpt", ckpt, "--stream", "--vad", "energy"]) == 2

@@ -75,3 +75,22 @@ def test_all_silence_gives_an_empty_transcript(mini: dict, tmp_path, method: str
     assert vad.speech_regions(np.zeros(5 * 16000, np.float32), method) == []
     [result] = load(str(mini["ckpt"])).transcribe([path], vad=method)
     assert result.text == "" and result.words == [] and result.duration == 5.0
+
+
+def test_stream_with_vad_skips_silent_chunks(mini: dict, tmp_path) -> None:  # noqa: F811
+    from jasper.inference import streaming
+
+    signal, spans = speech_in_silence(mini, lead=6.0, gap=8.0)
+    pipe = load(str(mini["ckpt"]))
+    found = {}
+    for method in ("none", "energy"):
+        streamer = streaming.StreamingTranscriber(pipe.model, pipe.features, pipe.tokenizer, vad=method)
+        blocks = (signal[i : i + 8000] for i in range(0, len(signal), 8000))
+        found[method] = (list(streaming.transcribe_stream(blocks, streamer)), streamer.stats.skipped)
+    words, skipped = found["energy"]
+    assert skipped >= 4 and found["none"][1] == 0  # 6 s lead and two 8 s gaps, in 2 s chunks
+    assert words and len(words) < len(found["none"][0])
+    assert all(any(a - 3.5 <= w.start and w.end <= b + 3.5 for a, b in spans) for w in words)
+    path = tmp_path / "s.wav"
+    audio.write(path, signal, 16000)
+    assert main(["transcribe", str(path), "--ckpt", str(mini["ckpt"]), "--stream", "--vad", "energy"]) == 0

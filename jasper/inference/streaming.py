@@ -12,6 +12,9 @@ the chunk itself are kept. With context and lookahead of at least half the model
 whole recording's) and no leading padding. A window that holds the whole stream gives exactly the
 whole-file transcript.
 
+Speech activity (`vad`, as `jasper transcribe --vad`): a chunk whose audio and lookahead hold no
+speech is not decoded; it ends the pending word. Chunks stay fixed in length.
+
 Words: the greedy CTC path is collapsed across chunk boundaries; a word is final once a space
 follows it (or the stream ends), at most chunk + lookahead seconds after its audio plus the
 compute time of a window. Memory: one window of audio and the pending word; nothing grows with the
@@ -36,6 +39,7 @@ from torch import nn
 
 from jasper import audio as audio_io
 from jasper.features import FilterbankFeatures
+from jasper.inference import vad as speech
 from jasper.inference.pipeline import Word, normalized_features, output_stride
 from jasper.text import Tokenizer
 
@@ -51,6 +55,7 @@ class StreamStats:
 
     audio_seconds: list[float] = field(default_factory=list)
     compute_seconds: list[float] = field(default_factory=list)
+    skipped: int = 0  # chunks without speech, not decoded (--vad)
 
     @property
     def real_time_factor(self) -> float:
@@ -72,10 +77,11 @@ class StreamingTranscriber:
         context_seconds: float = CONTEXT_SECONDS,
         lookahead_seconds: float = LOOKAHEAD_SECONDS,
         stride: int | None = None,
+        vad: str = "none",
     ) -> None:
         if chunk_seconds <= 0 or context_seconds < 0 or lookahead_seconds < 0:
             raise ValueError("chunk_seconds must be > 0, context_seconds and lookahead_seconds >= 0")
-        self.model, self.features, self.tokenizer = model, features, tokenizer
+        self.model, self.features, self.tokenizer, self.vad = model, features, tokenizer, vad
         self.step = features.hop_length * (stride or output_stride(model))  # samples per output frame
         self.rate = features.sample_rate
 
@@ -126,15 +132,23 @@ class StreamingTranscriber:
         started = time.perf_counter()
         start = self.decoded_to
         a, b = max(0, start - self.context), min(self.received, end + self.lookahead)
-        window = torch.from_numpy(self.buffer[a - self.buffer_start : b - self.buffer_start]).to(self.device)
-        feats = normalized_features(window, self.features)
-        out, out_lens = self.model(
-            feats[None].to(self.dtype), torch.tensor([feats.shape[1]], device=self.device)
-        )
-        first = (start - a) // self.step
-        last = math.ceil((end - a) / self.step) if end < self.received else int(out_lens[0])
-        ids = out[0, first:last].argmax(dim=-1).tolist()
-        words = self._collapse(ids, start // self.step)
+        audio = self.buffer[a - self.buffer_start : b - self.buffer_start]
+        if self.vad != "none" and not self._has_speech(
+            self.buffer[start - self.buffer_start : b - self.buffer_start]
+        ):
+            words = self._close_word(start // self.step)  # silence ends the pending word
+            self.prev = self.tokenizer.blank
+            self.stats.skipped += 1
+        else:
+            window = torch.from_numpy(audio).to(self.device)
+            feats = normalized_features(window, self.features)
+            out, out_lens = self.model(
+                feats[None].to(self.dtype), torch.tensor([feats.shape[1]], device=self.device)
+            )
+            first = (start - a) // self.step
+            last = math.ceil((end - a) / self.step) if end < self.received else int(out_lens[0])
+            ids = out[0, first:last].argmax(dim=-1).tolist()
+            words = self._collapse(ids, start // self.step)
         self.decoded_to = end
         keep_from = max(0, end - self.context) - self.buffer_start
         if keep_from > 0:
@@ -142,6 +156,13 @@ class StreamingTranscriber:
         self.stats.audio_seconds.append((end - start) / self.rate)
         self.stats.compute_seconds.append(time.perf_counter() - started)
         return words
+
+    def _has_speech(self, audio: np.ndarray) -> bool:
+        """Whether the chunk and its lookahead hold speech (`jasper.inference.vad`): a chunk without
+        any is not decoded at all."""
+        if self.rate != speech.SAMPLE_RATE:
+            audio = audio_io.resample(audio, self.rate, speech.SAMPLE_RATE)
+        return bool(speech.speech_regions(audio, self.vad))
 
     def _collapse(self, ids: list[int], first_frame: int) -> list[Word]:
         """CTC collapse across calls (the same rules as `pipeline.word_timings`); finished words."""

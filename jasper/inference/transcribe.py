@@ -261,8 +261,8 @@ def run(args: argparse.Namespace) -> int:
             raise config.ConfigError(
                 "--stream takes one input (a file or -) and no --lm, --hotwords, --output_dir or --format all"
             )
-        if args.vad != "none":
-            raise config.ConfigError("--vad is not built for --stream yet: its chunks are fixed")
+        if args.vad == "silero" and speech.silero_missing():
+            raise config.ConfigError(str(speech.silero_missing()))
         if precision == "int8":
             raise config.ConfigError("--precision int8 calibrates on input files: not with --stream")
         pipe = load(spec, args.model_config, args.ema, args.override_config, args.device, weights)
@@ -379,6 +379,7 @@ def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:
             args.stream_chunk,
             args.stream_context,
             args.stream_lookahead,
+            vad=args.vad,
         )
     except ValueError as e:  # the options' bounds: a one-line error, not a traceback
         raise config.ConfigError(f"--stream_*: {e}") from None
@@ -421,7 +422,9 @@ def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:
     chunks = len(stats.audio_seconds)
     print(
         f"jasper transcribe: streamed {sum(stats.audio_seconds):.1f} s of audio in {chunks} chunks, "
-        f"{count} words, real-time factor {stats.real_time_factor:.4f}; compute per chunk "
+        f"{count} words, real-time factor {stats.real_time_factor:.4f}"
+        + (f" ({stats.skipped} chunks without speech skipped)" if args.vad != "none" else "")
+        + "; compute per chunk "
         + ", ".join(f"p{int(q)} {v:.1f} ms" for q, v in latency.items()),
         file=sys.stderr,
     )
