@@ -3,7 +3,9 @@
 The everyday command. Its Python form is `jasper.inference.pipeline` (`load(ckpt).transcribe(paths)`), which
 also says how long recordings are chunked and how word timings are found. This module adds what a
 command needs around it: directories searched recursively for audio files, output formats (text,
-or JSON with word times), and errors that name the file. A file that cannot be read is reported
+JSON with word times and confidence, SRT/VTT subtitles and TSV: `jasper.inference.subtitles`),
+hotwords for beam search, speech-activity segmentation (`jasper.inference.vad`), and errors that
+name the file. A file that cannot be read is reported
 on stderr and skipped, the others are still transcribed, and the exit code is 3 when anything was
 skipped (`jasper.faults`); `--strict` stops at the first.
 
