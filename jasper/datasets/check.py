@@ -117,6 +117,9 @@ class Report:
     formats: Counter = field(default_factory=Counter)  # (sample rate, channels) -> files
     audio_checked: int = 0
     seen: dict[Any, str] = field(default_factory=dict)  # path or id -> the entry that had it first
+    files: dict[Path, None] = field(
+        default_factory=dict
+    )  # every audio file, in order: the audio pass reads them
 
     @property
     def blocking(self) -> list[Finding]:
@@ -166,6 +169,7 @@ def check_manifests(
                 continue
             report.utterances[name] += 1
             report.hours[name] += duration / 3600
+            report.files.update(dict.fromkeys(paths))
             uid = paths[0].stem
             speaker = LIBRISPEECH_ID.match(uid)
             if speaker:
@@ -229,26 +233,13 @@ def _probe_audio(path: Path) -> tuple[str, str, int, int] | None:
     return "", "", rate, channels
 
 
-def check_audio(
-    report: Report,
-    manifests: Sequence[str | Path],
-    dataset_dir: str | Path,
-    workers: int,
-    progress: bool,
-) -> None:
-    """The audio pass: read every file of the manifests once, in `workers` threads."""
-    files: dict[Path, None] = {}
-    for manifest in manifests:
-        for where, entry in manifest_entries(Path(manifest)):
-            try:
-                files.update(dict.fromkeys(parse_entry(where, entry, Path(dataset_dir))[0]))
-            except ManifestError:
-                continue  # already a "bad entry" finding
+def check_audio(report: Report, workers: int, progress: bool) -> None:
+    """The audio pass: read every file the manifest pass listed once, in `workers` threads."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = pool.map(_probe_audio, files)
+        results = pool.map(_probe_audio, report.files)
         for path, (kind, detail, rate, channels) in tqdm(
-            zip(files, results, strict=True),
-            total=len(files),
+            zip(report.files, results, strict=True),
+            total=len(report.files),
             desc="audio",
             unit="file",
             disable=not progress,
@@ -331,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_manifests(args.manifests, args.dataset_dir, spec)
     if not args.no_audio:
         progress = args.progress == "on" or (args.progress == "auto" and sys.stderr.isatty())
-        check_audio(report, args.manifests, args.dataset_dir, args.workers, progress)
+        check_audio(report, args.workers, progress)
     print(table(report, spec, args.all))
     blocking = report.blocking
     if blocking:
