@@ -2,8 +2,12 @@
 
 Random features and targets of a fixed shape (no data loading, no features), so the figure is the
 model and optimizer alone; `docs/benchmarks.md` quotes it for jasper10x5dr's Novograd step on CPU.
+`--amp` runs the forward under bf16 autocast (CUDA: fp16) as `jasper train --amp` does; `--compile`
+runs the model through torch.compile at the bucketed length `jasper train --compile` uses, and
+reports the compile time of the first step apart.
 
     python benchmarks/train_step.py [--model_config CFG] [--batch 2] [--seconds 2] [--steps 5]
+        [--optimizer adamw] [--amp] [--compile]
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from jasper import config
+from jasper import config, graphs
 from jasper.model import Jasper
 from jasper.training.loss import ctc_loss
 from jasper.training.optim import OPTIMIZERS, build_optimizer
@@ -34,11 +38,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps, after one untimed")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="novograd")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (as jasper train --amp on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (jasper.graphs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = config.load(args.model_config)
     model = Jasper.from_config(cfg).train()
+    forward = graphs.Compiled(model) if args.compile else model
     optimizer = build_optimizer(args.optimizer, model.parameters(), lr=1e-3, weight_decay=1e-3)
     frames, blank = int(args.seconds * 100), len(cfg["labels"])
     x = torch.randn(args.batch, 64, frames)
@@ -48,7 +55,8 @@ def main() -> None:
     totals, steps = [], []
     for i in range(args.steps + 1):
         start = time.perf_counter()
-        log_probs, out_lens = model(x, x_lens)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
+            log_probs, out_lens = forward(x, x_lens)
         ctc_loss(log_probs, out_lens, targets, target_lens, blank).mean().backward()
         before_step = time.perf_counter()
         optimizer.step()
@@ -57,10 +65,13 @@ def main() -> None:
         if i:
             totals.append(end - start)
             steps.append(end - before_step)
+    how = ("bf16 autocast" if args.amp else "fp32") + (", torch.compile" if args.compile else ", eager")
+    compiled = f"; compiling took {forward.compile_seconds:.1f} s" if args.compile else ""
     print(
-        f"{Path(args.model_config).name}, batch {args.batch} x {args.seconds:g} s, {args.optimizer}, "
-        f"{args.threads} threads: step {statistics.median(totals):.2f} s (median of {args.steps}), "
-        f"of which optimizer.step() {statistics.median(steps):.2f} s"
+        f"{Path(args.model_config).name}, batch {args.batch} x {args.seconds:g} s, {args.optimizer}, {how}, "
+        f"{args.threads} threads: step {statistics.median(totals):.3f} s (median of {args.steps}), "
+        f"of which optimizer.step() {statistics.median(steps):.3f} s; "
+        f"{args.batch * args.seconds / statistics.median(totals):.0f} audio-s/s{compiled}"
     )
 
 

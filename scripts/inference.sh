@@ -22,7 +22,7 @@
 # BATCH_SIZE 64, NUM_STEPS 0, NUM_WARMUP_STEPS 0, PAD_LEADING 16, SEED 0, AMP false, EMA true,
 # PRECISION ""  (fp32, bf16, fp16 on CUDA, or int8 on CPU; "" = fp32, or fp16 with AMP),
 # ENGINE torch (or onnxruntime: the acoustic model in ONNX Runtime on the CPU, fp32 or int8),
-# CPU false, CUDNN_BENCHMARK false, DALI_DEVICE gpu (accepted, unused), MAX_DURATION "",
+# CPU false, CUDNN_BENCHMARK false, COMPILE false (--compile), DALI_DEVICE gpu (accepted, unused), MAX_DURATION "",
 # PAD_TO_MAX_DURATION false (both override the input_val sections of the config)
 # DECODER            greedy                  or beam: CTC beam search, with LM (a `jasper lm build` dir)
 # LM, BEAM_WIDTH 64, ALPHA, BETA             beam search settings (ALPHA/BETA default: the LM's tuned.json)
@@ -112,6 +112,7 @@ fi
 [[ $EMA == true ]] && args+=(--ema)
 [[ $CPU == true ]] && args+=(--cpu)
 [[ $CUDNN_BENCHMARK == true ]] && args+=(--cudnn_benchmark)
+[[ ${COMPILE:-false} == true ]] && args+=(--compile)
 if [[ -n $MAX_DURATION ]]; then
   args+=(--override_config "input_val.audio_dataset.max_duration=$MAX_DURATION"
     --override_config "input_val.filterbank_features.max_duration=$MAX_DURATION")

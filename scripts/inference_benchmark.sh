@@ -23,6 +23,8 @@
 # PRECISION_SEQ       "fp32", or "fp32 fp16" when AMP=true; any of fp32, bf16, fp16 (CUDA only),
 #                     int8 (CPU only)
 # ENGINE_SEQ          "torch"; add onnxruntime for ONNX Runtime on the CPU (its fp32 and int8 only)
+# COMPILE             false; true adds torch.compile rows (--compile) beside eager, per float precision
+# CUDA_GRAPHS         false; true adds CUDA-graph rows (--cuda_graphs, batches up to 8; CUDA only)
 # PAD_TO_MAX_DURATION true: features padded to the duration's fixed length (208/704/1680 frames)
 # CUDNN_BENCHMARK     true
 # CPU                 false; true times the CPU even when CUDA is available
@@ -47,6 +49,8 @@ source "$REPO/scripts/positional.sh" "$@"
 if [[ $AMP == true ]]; then : "${PRECISION_SEQ:=fp32 fp16}"; else : "${PRECISION_SEQ:=fp32}"; fi
 : "${ENGINE_SEQ:=torch}"
 : "${PAD_TO_MAX_DURATION:=true}"
+: "${COMPILE:=false}"
+: "${CUDA_GRAPHS:=false}"
 : "${CUDNN_BENCHMARK:=true}"
 : "${CPU:=false}"
 : "${THREADS:=}"
@@ -80,6 +84,8 @@ args=(
 [[ -n $NUM_WARMUP_STEPS ]] && args+=(--warmup_steps "$NUM_WARMUP_STEPS")
 [[ $PAD_TO_MAX_DURATION != true ]] && args+=(--no_pad_to_max_duration)
 [[ $CUDNN_BENCHMARK == true ]] && args+=(--cudnn_benchmark)
+[[ $COMPILE == true ]] && args+=(--compile)
+[[ $CUDA_GRAPHS == true ]] && args+=(--cuda_graphs)
 [[ $CPU == true ]] && args+=(--device cpu)
 [[ -n $THREADS ]] && args+=(--threads "$THREADS")
 if [[ -n $DATA_DIR ]]; then

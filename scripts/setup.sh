@@ -6,6 +6,7 @@
 #   bash scripts/setup.sh            # everything
 #   JASPER_SKIP_APT=1 bash ...       # no apt-get (no root, or packages installed by other means)
 #   JASPER_VENV=/path bash ...       # put the environment elsewhere
+#   COMPILE=true bash ...            # also what --compile (torch.compile) needs on a CPU: a C++ compiler
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 # System packages: libsndfile for soundfile, and the offline TTS engines that render the synthetic
 # corpus (espeak-ng, flite, festival and its voices), and Spanish sentences for `--language es`.
 APT_PACKAGES=(libsndfile1 espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes-es)
+# torch.compile's CPU backend builds C++ with the Python headers (python3-dev holds them for Debian's
+# Python; a python.org or pyenv build ships its own).
+[[ ${COMPILE:-false} == true ]] && APT_PACKAGES+=(g++ python3-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -13,7 +13,7 @@
 # `jasper train` last, so they can override anything set here. Variables (reference defaults):
 #   DATA_DIR=/datasets/LibriSpeech  MODEL_CONFIG=configs/jasper10x5dr_speedp-online_speca.yaml
 #   OUTPUT_DIR=/results  CHECKPOINT= (--ckpt: initial weights when nothing is resumed)
-#   RESUME=true  CUDNN_BENCHMARK=true  AMP=false  SEED=0
+#   RESUME=true  CUDNN_BENCHMARK=true  AMP=false  SEED=0  COMPILE=false (ours: --compile, torch.compile)
 #   NUM_GPUS=8: processes per node. Capped at the GPUs present; on a CPU-only machine it is the number
 #     of CPU (gloo) processes, default 1. More than 1 (or NUM_NODES > 1) launches torchrun.
 #   BATCH_SIZE=64 (per process per update)  GRAD_ACCUMULATION_STEPS=2
@@ -48,6 +48,7 @@ shift $(($# < 4 ? $# : 4))
 num_gpus_given=${NUM_GPUS:-}
 : "${NUM_GPUS:=8}"
 : "${AMP:=false}"
+: "${COMPILE:=false}"
 : "${BATCH_SIZE:=64}"
 : "${GRAD_ACCUMULATION_STEPS:=2}"
 : "${LEARNING_RATE:=0.01}"
@@ -129,6 +130,7 @@ args=(
   --log_frequency=1
 )
 [[ $AMP == true ]] && args+=(--amp)
+[[ $COMPILE == true ]] && args+=(--compile)
 [[ $RESUME == true ]] && args+=(--resume)
 if [[ $CUDNN_BENCHMARK == true ]]; then args+=(--cudnn_benchmark); else args+=(--no-cudnn_benchmark); fi
 [[ -n $CHECKPOINT ]] && args+=(--ckpt="$CHECKPOINT")

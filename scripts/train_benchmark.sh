@@ -19,7 +19,7 @@
 #   MAX_DURATION: synthetic utterance length (16.7 / 4); when set, also the training max_duration
 #   EPOCHS_THIS_JOB (2)  PRE_ALLOCATE ("1408 1920" / unset)  DALI_DEVICE (gpu: accepted, not used)
 #   OUTPUT_DIR (results/train_benchmark)  DATA_DIR, TRAIN_MANIFESTS, VAL_MANIFESTS (synthetic)
-#   NUM_WORKERS (2 / 1): loader workers per process
+#   NUM_WORKERS (2 / 0): loader workers per process (0: in-process)   COMPILE (false): true adds --compile (torch.compile)
 #   SYNTHETIC_UTTERANCES: size of the synthetic training set (default: enough for NUM_STEPS in one
 #     epoch; fewer loop over several epochs, which EPOCHS_THIS_JOB must then allow)
 #   OMP_NUM_THREADS (CPU-only: cores / the largest process count, the same for every run, so that
@@ -99,7 +99,7 @@ for amp in $precisions; do
         TRAIN_MANIFESTS=$TRAIN_MANIFESTS VAL_MANIFESTS=$VAL_MANIFESTS RESUME=false \
         EPOCHS=100000 EPOCHS_THIS_JOB=$EPOCHS_THIS_JOB SAVE_FREQUENCY=100000 EVAL_FREQUENCY=100000 \
         PREDICTION_FREQUENCY=100000 EMA=0 DALI_DEVICE=$DALI_DEVICE PAD_TO_MAX_DURATION=$PAD_TO_MAX_DURATION \
-        MAX_DURATION=$max_duration_given PRE_ALLOCATE=$PRE_ALLOCATE \
+        MAX_DURATION=$max_duration_given PRE_ALLOCATE=$PRE_ALLOCATE COMPILE=${COMPILE:-false} \
         EXTRA_ARGS="--stop_after_steps $NUM_STEPS --num_workers $NUM_WORKERS ${EXTRA_ARGS:-}" \
         bash "$REPO/scripts/train.sh" >"$run_dir.out" 2>&1 || {
         echo "train_benchmark.sh: the run failed; its output:" >&2

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import require_shared
 
+from jasper import graphs
 from jasper.cli import main
 from jasper.inference.benchmark import Measurement, format_table, report
 from jasper.inference.timing import LatencyStats, percentiles
@@ -112,3 +114,24 @@ def test_bf16_is_timed_from_the_fp32_weights_with_a_speed_up_column(tmp_path: Pa
     record = json.loads((tmp_path / "infer_benchmark.json").read_text())
     assert [r["precision"] for r in record["results"]] == ["fp32", "bf16"]  # the baseline first
     assert all(r["dnn"]["mean"] > 0 for r in record["results"])
+
+
+@pytest.mark.skipif(
+    graphs.compiler_problem(torch.device("cpu")) is not None, reason="inductor cannot build CPU code here"
+)
+def test_compile_rows_beside_eager_with_speed_up_and_one_compile_per_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["infer-benchmark", "--model_config", str(TINY), "--device", "cpu", "--batch_sizes", "1", "2"]
+    args += ["--durations", "1", "--precisions", "fp32", "--steps", "2", "--warmup_steps", "1", "--compile"]
+    assert main([*args, "--threads", "1", "--output_dir", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "infer_benchmark.json").read_text())["results"]
+    assert [(r["engine"], r["batch_size"]) for r in rows] == [
+        ("torch", 1),
+        ("torch", 2),
+        ("compile", 1),
+        ("compile", 2),
+    ]
+    assert [r["compiles"] for r in rows] == [0, 0, 1, 2]  # one more shape per row: no recompiles
+    out = capsys.readouterr().out
+    assert "torch.compile FP32 latency" in out and "Speed-up vs eager FP32" in out and "Graphs" in out

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO, impossible_clip, shortest_mini_rows, write_manifest
 
-from jasper import checkpoint
+from jasper import checkpoint, graphs
 from jasper.cli import main
 
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -350,3 +350,18 @@ def test_train_benchmark_report_on_synthetic_data(tmp_path: Path, capsys: pytest
     result = json.loads((out / "train_benchmark.json").read_text())
     assert result["runs"][0]["steps"] == 3 and result["runs"][0]["throughput"] > 0
     assert (out / "train_benchmark.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(
+    graphs.compiler_problem(torch.device("cpu")) is not None, reason="inductor cannot build CPU code here"
+)
+def test_compile_trains_and_logs_its_compiled_shapes(corpus: SimpleNamespace, tmp_path: Path) -> None:
+    """`--compile`: the run trains, and the log counts the shapes compiled (one per length bucket
+    met, never more than the steps taken), so a recompile per batch would show."""
+    out = tmp_path / "run"
+    args = train_args(corpus, out, corpus.train8, "--batch_size", "2", "--epochs", "1", "--compile")
+    assert main(args) == 0
+    compiles = logged(out / "nvlog.json", "train_compiles")
+    assert len(compiles) == 4 and compiles == sorted(compiles) and 1 <= compiles[-1] <= 4
+    assert all(math.isfinite(v) for v in logged(out / "nvlog.json", "train_loss"))
+    assert logged(out / "nvlog.json", "train_compile_seconds")[-1] > 0

@@ -36,12 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from jasper import config
+from jasper import config, graphs
 from jasper.decoding import decode_ids, greedy_ids
 from jasper.device import PRECISIONS, inference_dtype
 from jasper.features import FilterbankFeatures
 from jasper.inference import engines
-from jasper.inference.engines import ENGINES, ORT_PRECISIONS
+from jasper.inference.engines import ENGINES, GRAPHS, ORT_PRECISIONS
 from jasper.inference.timing import LatencyStats, synchronize
 from jasper.text import Tokenizer
 
@@ -62,15 +62,18 @@ class Measurement:
     dnn_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
     engine: str = "torch"
+    compiles: int = 0  # torch.compile / CUDA graphs: shapes compiled or captured so far
+    compile_seconds: float = 0.0
 
     @property
     def label(self) -> str:
-        """`fp32`, `int8`... for PyTorch; `onnxruntime int8`... for another engine."""
+        """`fp32`, `int8`... for PyTorch; `onnxruntime int8`, `compile bf16`... otherwise."""
         return self.precision if self.engine == "torch" else f"{self.engine} {self.precision}"
 
     @property
     def title(self) -> str:
-        return self.precision.upper() if self.engine == "torch" else f"ONNX Runtime {self.precision.upper()}"
+        names = {"torch": "", "onnxruntime": "ONNX Runtime ", **{k: v + " " for k, v in GRAPHS.items()}}
+        return names[self.engine] + self.precision.upper()
 
     @property
     def dnn(self) -> LatencyStats:
@@ -89,6 +92,8 @@ class Measurement:
             "feature_frames": self.frames,
             "dnn": asdict(self.dnn) | {"raw_ms": self.dnn_ms},
             "e2e": asdict(self.e2e) | {"raw_ms": self.e2e_ms},
+            "compiles": self.compiles,
+            "compile_seconds": self.compile_seconds,
         }
 
 
@@ -198,16 +203,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def format_table(measurements: Sequence[Measurement], stage: str, baseline: dict | None = None) -> str:
+def format_table(
+    measurements: Sequence[Measurement], stage: str, baseline: dict | None = None, against: str = "FP32"
+) -> str:
     """The README's latency table for one precision; with `baseline` (fp32 averages) a speed-up column.
 
-    `baseline` maps (batch size, duration) to the average latency the speed-up is relative to.
+    `baseline` maps (batch size, duration) to the average latency the speed-up is relative to, the
+    latency of the row named `against`.
     """
     head = "| BS | Duration (s) | 90% (ms) | 95% (ms) | 99% (ms) | Avg (ms) |"
     rule = "|---:|---:|---:|---:|---:|---:|"
     if baseline is not None:
-        head += " Speed-up vs FP32 |"
+        head += f" Speed-up vs {against} |"
         rule += "---:|"
+    compiled = any(m.compiles for m in measurements)
+    if compiled:  # shapes compiled or captured by the end of each row: one per row means no recompiles
+        head += " Graphs | Compile (s) |"
+        rule += "---:|---:|"
     lines = [head, rule]
     for m in measurements:
         s: LatencyStats = getattr(m, stage)
@@ -215,6 +227,8 @@ def format_table(measurements: Sequence[Measurement], stage: str, baseline: dict
         if baseline is not None:
             ref = baseline.get((m.batch_size, m.duration))
             row += f" {ref / s.mean:.2f}x |" if ref else " - |"
+        if compiled:
+            row += f" {m.compiles} | {m.compile_seconds:.1f} |"
         lines.append(row)
     return "\n".join(lines)
 
@@ -227,21 +241,24 @@ STAGE_TITLES = {
 
 def report(measurements: Sequence[Measurement]) -> str:
     """All tables: per engine and precision, one per timed region; the others get the speed-up over
-    PyTorch FP32 when it was run."""
+    PyTorch FP32 when it was run (a compiled or CUDA-graph table: over eager PyTorch in its precision)."""
     blocks = []
     labels = list(dict.fromkeys(m.label for m in measurements))
     for label in labels:
         rows = [m for m in measurements if m.label == label]
+        # A captured graph is compared with the eager model in its precision, the rest with fp32.
+        against = rows[0].precision if rows[0].engine in GRAPHS and rows[0].precision in labels else "fp32"
         for stage in ("dnn", "e2e"):
             baseline = None
-            if label != "fp32" and "fp32" in labels:
+            if label != against and against in labels:
                 baseline = {
                     (m.batch_size, m.duration): getattr(m, stage).mean
                     for m in measurements
-                    if m.label == "fp32"
+                    if m.label == against
                 }
             title = f"{rows[0].title} latency, {STAGE_TITLES[stage]}, {rows[0].dnn.n} steps per row"
-            blocks.append(f"{title}\n\n{format_table(rows, stage, baseline)}")
+            table = format_table(rows, stage, baseline, "eager " + against.upper())
+            blocks.append(f"{title}\n\n{table}")
     return "\n\n".join(blocks)
 
 
@@ -313,6 +330,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "engine runs each precision it supports, and the tables get the speed-up over torch fp32",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time each PyTorch float precision through torch.compile (inductor, bucketed lengths: "
+        "jasper.graphs); its tables give the speed-up over eager and the shapes compiled",
+    )
+    parser.add_argument(
+        "--cuda_graphs",
+        action="store_true",
+        help="also time each PyTorch float precision replayed from CUDA graphs (batches up to 8, bucketed "
+        "lengths, static buffers; CUDA only)",
+    )
+    parser.add_argument(
         "--steps",
         type=int,
         default=None,
@@ -382,6 +411,13 @@ def run(args: argparse.Namespace) -> int:
                 continue
             engines.check(engine, precision, device)
             paths.append((engine, precision))
+    graphed = ["compile"] * args.compile + ["cuda-graphs"] * args.cuda_graphs
+    if args.cuda_graphs and device.type != "cuda":
+        log.warning("CUDA graphs need CUDA; skipping them on %s", device)
+        graphed.remove("cuda-graphs")
+    if "compile" in graphed and graphs.compiler_problem(device):
+        raise config.ConfigError(graphs.compiler_problem(device))
+    paths += [(how, p) for how in graphed for p in precisions if p != "int8"]
 
     torch.manual_seed(args.seed)
     cfg = config.load(args.model_config, args.override_config)
@@ -401,6 +437,8 @@ def run(args: argparse.Namespace) -> int:
             model.load_state_dict(fp32_weights)
         model.to(inference_dtype(precision, device))  # bf16 on a CPU that emulates it: a warning
         run_model = model if engine == "torch" and precision != "int8" else None
+        if engine in GRAPHS:
+            run_model = engines.graphed(model, engine, device, precision)
         for duration in args.durations:
             feats = FilterbankFeatures(
                 **fb | {"pad_to_max_duration": args.pad_to_max_duration, "max_duration": duration}
@@ -421,6 +459,8 @@ def run(args: argparse.Namespace) -> int:
                     run_model, feats, tokenizer, batches, steps, warmup, device, PRECISIONS[precision]
                 )
                 m = Measurement(precision, bs, duration, frames, dnn, e2e, engine)
+                m.compiles = getattr(run_model, "compiles", 0)
+                m.compile_seconds = getattr(run_model, "compile_seconds", 0.0)
                 measurements.append(m)
                 print(
                     f"{m.label} bs={bs} dur={duration:g}s frames={frames}: "

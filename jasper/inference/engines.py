@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from jasper import config
+from jasper import config, graphs
 from jasper import model as jasper_model
 from jasper.inference import export as export_module
 from jasper.inference import quantize as quantize_module
@@ -100,6 +100,31 @@ class OrtAcousticModel(nn.Module):
             },
         )
         return torch.from_numpy(log_probs), torch.from_numpy(out_lens).long()
+
+
+# Ways to run the eager PyTorch model as a captured graph (`jasper.graphs`), each at bucketed shapes.
+GRAPHS = {"compile": "torch.compile", "cuda-graphs": "CUDA graphs"}
+
+
+def graphed(model: nn.Module, how: str, device: torch.device, precision: str = "fp32") -> nn.Module:
+    """`model` through torch.compile (`--compile`) or replayed from CUDA graphs (`--cuda_graphs`).
+
+    Both take the eager PyTorch model in a float dtype: int8's quantized convolutions and ONNX
+    Runtime sessions are graphs of their own already.
+    """
+    if how not in GRAPHS:
+        raise config.ConfigError(f"unknown graph mode {how!r}: one of {', '.join(GRAPHS)}")
+    flag = "--compile" if how == "compile" else "--cuda_graphs"
+    if precision == "int8" or isinstance(model, OrtAcousticModel):
+        raise config.ConfigError(f"{flag} runs the eager PyTorch model (--engine torch), not int8 or ONNX")
+    if how == "cuda-graphs":
+        if device.type != "cuda":
+            raise config.ConfigError(f"--cuda_graphs needs a CUDA device, not {device}")
+        return graphs.CudaGraphs(model)
+    problem = graphs.compiler_problem(device)
+    if problem:
+        raise config.ConfigError(problem)
+    return graphs.Compiled(model)
 
 
 def export_acoustic_model(model: Jasper, path: Path, example: tuple[torch.Tensor, torch.Tensor]) -> Path:

@@ -386,6 +386,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cudnn_benchmark", action="store_true", help="let cuDNN pick the fastest algorithms"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile at bucketed lengths (--engine torch, not int8; each new "
+        "length bucket compiles once, tens of seconds on a CPU; docs/benchmarks.md 'Compiled graphs')",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on CPU even if CUDA is available")
     parser.add_argument(
         "--seed", type=int, default=None, help="seed torch, numpy and random with SEED + local rank"
@@ -541,6 +547,8 @@ def _run(args: argparse.Namespace, ctx: distributed.Context) -> int:
             features, loader, args.pad_leading, args.calibration_batches if precision == "int8" else 1
         )
         model = engines.prepare(model, args.engine, precision, calibration)
+    if args.compile:
+        model = engines.graphed(model, "compile", device, precision)
     outputs = run_batches(
         model,
         features,
@@ -638,6 +646,8 @@ def _transcribe_files(
         if precision == "int8" and not calibration:
             raise config.ConfigError("--precision int8: none of the files could be read to calibrate on")
         model = engines.prepare(model, args.engine, precision, calibration)
+    if args.compile:
+        model = engines.graphed(model, "compile", ctx.device, precision)
     skipped = Skipped("infer", strict=args.strict)
     results = iter_transcribe(
         paths,

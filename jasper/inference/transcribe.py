@@ -182,6 +182,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ".[export]",
     )
     parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile at bucketed lengths (--engine torch, not int8; each new "
+        "length bucket compiles once, tens of seconds on a CPU)",
+    )
+    parser.add_argument(
         "--calibration_files",
         type=int,
         default=4,
@@ -360,15 +366,16 @@ def use_engine(args: argparse.Namespace, pipe: Pipeline, precision: str, paths: 
     """Swap `pipe.model` for what `--engine` and int8 run (`jasper.inference.engines`), calibrated on
     `paths`."""
     engines.check(args.engine, precision, pipe.device)
-    if args.engine == "torch" and precision != "int8":
-        return
-    calibration = []
-    if precision == "int8":
-        files = max(args.calibration_files, 1)
-        calibration = calibration_inputs(paths, pipe.features, args.pad_leading, files)
-        if not calibration:
-            raise config.ConfigError("--precision int8: none of the inputs could be read to calibrate on")
-    pipe.model = engines.prepare(pipe.model, args.engine, precision, calibration)
+    if args.engine != "torch" or precision == "int8":
+        calibration = []
+        if precision == "int8":
+            files = max(args.calibration_files, 1)
+            calibration = calibration_inputs(paths, pipe.features, args.pad_leading, files)
+            if not calibration:
+                raise config.ConfigError("--precision int8: none of the inputs could be read to calibrate on")
+        pipe.model = engines.prepare(pipe.model, args.engine, precision, calibration)
+    if args.compile:
+        pipe.model = engines.graphed(pipe.model, "compile", pipe.device, precision)
 
 
 def run_stream(args: argparse.Namespace, pipe: Pipeline) -> int:

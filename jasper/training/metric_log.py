@@ -34,6 +34,8 @@ METRICS = {
     "skipped_steps_rank_min": ("skipped steps (fewest of a rank)", "", ""),
     "skipped_steps_rank_max": ("skipped steps (most of a rank)", "", ""),
     "benchmark_epochs_num": ("epochs", "", ""),
+    "compiles": ("compiled shapes", "", ""),
+    "compile_seconds": ("compiling", "s", ">6.1f"),
 }
 SUBSETS = ("train_avg", "dev_ema", "train", "dev")  # longest prefix first
 

@@ -149,6 +149,14 @@ def _hardware_arguments(parser: argparse.ArgumentParser) -> None:
         help="let cuDNN autotune convolutions (on by default; --no-cudnn_benchmark turns it off)",
     )
     g.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile (inductor), its time axis padded to about 25 length "
+        "buckets so it compiles once per bucket, not per batch (each first use compiles, tens of seconds "
+        "on a CPU; the log counts them). Off by default: on 2-core CPUs it was no faster "
+        "(docs/benchmarks.md, 'Compiled graphs'); a CPU needs a C++ compiler and the Python headers",
+    )
+    g.add_argument(
         "--pre_allocate_range",
         type=int,
         nargs=2,

@@ -53,7 +53,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from jasper import checkpoint, config, distributed
+from jasper import checkpoint, config, distributed, graphs
 from jasper import device as device_setup
 from jasper.data import (
     AudioDataset,
@@ -148,6 +148,7 @@ class Run:
     steps_per_epoch: int  # of a whole epoch (the sampler's length shrinks on a mid-epoch resume)
     progress: Progress = field(default_factory=Progress)
     model: nn.Module | None = None  # raw_model, or its DDP wrapper once `start` has run
+    compiled: graphs.Compiled | None = None  # with --compile: `model` through torch.compile, bucketed
     metrics: MetricLogger | None = None
     lineage: list[dict] = field(default_factory=list)  # the models this one was fine-tuned from
     freezer: Freezer | None = None
@@ -423,6 +424,8 @@ def _wrap(run: Run) -> None:
     if distributed.initialized():
         device_ids = [run.ctx.local_rank] if run.ctx.device.type == "cuda" else None
         run.model = nn.parallel.DistributedDataParallel(run.raw_model, device_ids=device_ids)
+    if run.args.compile:  # again after a re-wrap: the compiled graph holds the old wrapper
+        run.compiled = graphs.Compiled(run.model, previous=run.compiled)
 
 
 def train_step(run: Run, batches: Any, lr: float) -> Step:
@@ -459,7 +462,7 @@ def train_step(run: Run, batches: Any, lr: float) -> Step:
         with contextlib.nullcontext() if last else model.no_sync():
             feats, feat_lens = run.train_features(batch.audio, batch.audio_lens)
             with device_setup.autocast(device, run.amp_dtype):
-                step.log_probs, step.out_lens = model(feats, feat_lens)
+                step.log_probs, step.out_lens = (run.compiled or model)(feats, feat_lens)
                 nll = ctc_loss(step.log_probs, step.out_lens, batch.targets, batch.target_lens, blank)
                 loss = nll.mean()  # the reference's loss: no division by target length
             losses.append(loss.item())
@@ -525,6 +528,9 @@ def log_step(run: Run, step: Step, totals: Totals, epoch: int) -> None:
     if step.ok and step.batch is not None:  # the reference's train WER: this rank's last micro-batch
         hyps = greedy_decode(step.log_probs.detach().float(), step.out_lens, run.tokenizer)
         record["train_wer"] = 100 * word_errors(hyps, _references(step.batch, run.tokenizer)).rate
+    if run.compiled:  # shapes compiled so far: a number that keeps growing means recompiles
+        record["train_compiles"] = run.compiled.compiles
+        record["train_compile_seconds"] = run.compiled.compile_seconds
     if progress.skipped_steps or progress.skipped_files:
         record["train_skipped_steps"] = progress.skipped_steps
         record["train_skipped_files"] = progress.skipped_files
