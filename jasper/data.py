@@ -10,10 +10,13 @@ Two manifest formats are read: the reference's JSON array (`transcript`, `files[
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,6 +237,8 @@ class AudioDataset(Dataset):
         self.seed, self.epoch = seed, 0
         self.augment = augment
         self.skip_bad = skip_bad
+        self.cache: dict[tuple[int, int], np.ndarray] = {}  # (index, path choice) -> samples (`preload`)
+        self.threads = 1  # per batch (`__getitems__`): more only where the batch is read in-process
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -248,21 +253,70 @@ class AudioDataset(Dataset):
         utt = self.utterances[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         choice = int(rng.integers(len(utt.paths))) if len(utt.paths) > 1 else 0
-        try:
-            samples = audio_io.load(
-                utt.paths[choice], self.sample_rate, utt.offset, utt.durations[choice] if utt.offset else 0.0
-            )
-            if self.cfg["trim_silence"]:
-                samples = audio_io.trim_silence(samples)
-            if samples.size == 0:
-                raise audio_io.AudioError(f"{utt.paths[choice]}: no audio (empty or all silence)")
-        except audio_io.AudioError as e:
-            if self.skip_bad:
-                return Unreadable(index, str(e))
-            raise
-        if self.augment:
+        samples = self.cache.get((index, choice))
+        if samples is None:
+            try:
+                samples = self._read(index, choice)
+            except audio_io.AudioError as e:
+                if self.skip_bad:
+                    return Unreadable(index, str(e))
+                raise
+        if self.augment:  # never in place: a cached recording is read again next epoch
             samples = self._perturb(samples, rng)
         return torch.from_numpy(samples), torch.tensor(utt.ids, dtype=torch.int64), index
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, int] | Unreadable]:
+        """A batch's items (the DataLoader's batched fetch), on `threads` threads when above 1.
+
+        In-process loading (`num_workers=0`) leaves the cores to training while it waits, so the
+        batch is read on as many threads as training uses: resampling and decoding release the GIL.
+        """
+        if self.threads <= 1 or len(indices) < 2:
+            return [self[i] for i in indices]
+        return list(_thread_pool(self.threads).map(self.__getitem__, indices))
+
+    def _read(self, index: int, choice: int) -> np.ndarray:
+        """Recording `choice` of utterance `index`, decoded, resampled and (per the config) trimmed."""
+        utt = self.utterances[index]
+        path, duration = utt.paths[choice], utt.durations[choice] if utt.offset else 0.0
+        samples = audio_io.load(path, self.sample_rate, utt.offset, duration)
+        if self.cfg["trim_silence"]:
+            samples = audio_io.trim_silence(samples)
+        if samples.size == 0:
+            raise audio_io.AudioError(f"{path}: no audio (empty or all silence)")
+        return samples
+
+    def cache_bytes(self) -> int:
+        """What `preload` would hold: every recording's float32 samples, by the manifest's durations."""
+        return sum(round(d * self.sample_rate) * 4 for u in self.utterances for d in u.durations)
+
+    def preload(self, threads: int = 1, progress: bool = False) -> float:
+        """Decode and trim every recording once, into memory; the seconds it took.
+
+        Decoding and trimming are the same every epoch, and on a small machine the loader worker
+        doing them again competes with the training threads for the cores: with the cache, an epoch
+        after the first costs the loader only the perturbations. Loader workers are forked after this
+        and share the cache (copy-on-write; nothing writes to it). A recording that fails to load is
+        left out and fails again, as without the cache, when an epoch reads it.
+        """
+        from tqdm import tqdm
+
+        def read(job: tuple[int, int]) -> np.ndarray | None:
+            try:
+                return self._read(*job)
+            except audio_io.AudioError:
+                return None
+
+        started = time.perf_counter()
+        jobs = [(i, c) for i, u in enumerate(self.utterances) for c in range(len(u.paths))]
+        with ThreadPoolExecutor(max(1, threads)) as pool:  # libsndfile and soxr release the GIL
+            results = pool.map(read, jobs)
+            for job, samples in tqdm(
+                zip(jobs, results, strict=True), total=len(jobs), desc="audio cache", disable=not progress
+            ):
+                if samples is not None:
+                    self.cache[job] = samples
+        return time.perf_counter() - started
 
     def _perturb(self, samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         speed, gain, shift = (
@@ -288,6 +342,12 @@ class AudioDataset(Dataset):
                     shifted[-n:] = samples[:n]
                 samples = shifted
         return samples.astype(np.float32, copy=False)
+
+
+@functools.cache
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per size for the process (a dataset holds no pool: it is pickled to workers)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="jasper-load")
 
 
 @dataclass

@@ -43,7 +43,7 @@ if ((gpus > 0)); then
   : "${MODEL_CONFIG:=configs/jasper10x5dr_speedp-online_train-benchmark.yaml}"
 else
   : "${NUM_GPUS_SEQ:=1 2}" "${BATCH_SIZE_SEQ:=2}" "${NUM_STEPS:=12}" "${WARMUP_STEPS:=3}"
-  : "${MAX_DURATION:=4}" "${NUM_WORKERS:=1}" "${PRE_ALLOCATE=}"
+  : "${MAX_DURATION:=4}" "${NUM_WORKERS:=0}" "${PRE_ALLOCATE=}"
   : "${MODEL_CONFIG:=configs/jasper5x3_cpu.yaml}"
 fi
 : "${OUTPUT_DIR:=$REPO/results/train_benchmark}"

@@ -19,6 +19,7 @@ from jasper.data import (
     BucketingBatchSampler,
     ManifestError,
     ShardedEvalSampler,
+    Unreadable,
     build_loader,
     collate,
     load_utterances,
@@ -123,6 +124,38 @@ def test_speed_perturbation_changes_durations_within_range(tmp_path: Path) -> No
     assert torch.equal(first, ds[0][0]), "same epoch and index give the same perturbation"
     ds.set_epoch(1)
     assert first.shape != ds[0][0].shape
+
+
+def test_preloaded_audio_gives_the_same_items_every_epoch(tmp_path: Path) -> None:
+    """The audio cache changes where samples come from, not what an epoch reads."""
+    root = _mini()
+    mini_manifest(root, tmp_path / "m.json")
+    utts, _ = load_utterances([tmp_path / "m.json"], root, TOK, TRAIN)
+    plain, cached = AudioDataset(utts[:5], TRAIN, augment=True), AudioDataset(utts[:5], TRAIN, augment=True)
+    assert cached.cache_bytes() == pytest.approx(sum(u.duration for u in utts[:5]) * 16000 * 4, rel=1e-3)
+    cached.preload(threads=2)
+    assert len(cached.cache) == 5
+    before = {k: v.copy() for k, v in cached.cache.items()}
+    for epoch in (1, 2):
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(5):
+            assert torch.equal(plain[i][0], cached[i][0])
+    assert all(np.array_equal(before[k], v) for k, v in cached.cache.items()), "perturbation wrote to it"
+
+
+def test_preload_leaves_out_unreadable_files_which_still_fail_when_read(tmp_path: Path) -> None:
+    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32) + 0.1, 16000)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF garbage")
+    lines = [
+        json.dumps({"audio_filepath": "a.wav", "duration": 0.1, "text": "a"}),
+        json.dumps({"audio_filepath": "corrupt.wav", "duration": 1, "text": "b"}),
+    ]
+    utts, _ = load_utterances([_write_manifest(tmp_path, lines)], tmp_path, TOK, VAL)
+    ds = AudioDataset(utts, VAL, skip_bad=True)
+    ds.preload()
+    assert list(ds.cache) == [(0, 0)]
+    assert isinstance(ds[1], Unreadable) and "corrupt.wav" in ds[1].error
 
 
 def test_multichannel_is_downmixed_per_sample(tmp_path: Path) -> None:

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         "OMP_NUM_THREADS": str(args.threads),
         "EXTRA_ARGS": (
             f"--optimizer adamw --weight_decay 1e-3 --time_limit_minutes {args.minutes} "
-            f"--lr_schedule_by time --threads {args.threads} --num_workers 1 --save_best_from 0 "
+            f"--lr_schedule_by time --threads {args.threads} --num_workers 0 --save_best_from 0 "
             f"--log_frequency 25 --keep_every {SAVE_EVERY}"
         ),
     }

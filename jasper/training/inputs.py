@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
 from typing import Any
 
@@ -75,6 +77,9 @@ def build(
     # Augmentation draws come from (seed, epoch, index): the same on every rank and after a resume.
     train_set = AudioDataset(train_utts, train_data_cfg, args.seed, augment=True, skip_bad=skip_bad)
     val_set = AudioDataset(val_utts, val_data_cfg, args.seed, augment=False, skip_bad=skip_bad)
+    preload(args, ctx, train_set, val_set)
+    if args.num_workers == 0:  # the batch is read while training waits: on its threads
+        train_set.threads = val_set.threads = torch.get_num_threads()
     # The same seed on every rank: ranks agree on each epoch's global batches and take their slices.
     sampler = BucketingBatchSampler(
         train_set.durations(),
@@ -96,6 +101,25 @@ def build(
     val_sampler = ShardedEvalSampler(val_set.durations(), args.batch_size, world, rank)
     val_loader = _loader(val_set, val_sampler, args.num_workers, args.seed)
     return train_set, val_set, sampler, train_loader, val_loader
+
+
+def preload(args: argparse.Namespace, ctx: distributed.Context, *datasets: AudioDataset) -> None:
+    """The audio cache (`AudioDataset.preload`) of each set, when all of them fit --audio_cache_gb."""
+    needed = sum(d.cache_bytes() for d in datasets)
+    if args.audio_cache_gb <= 0:
+        return
+    if needed > args.audio_cache_gb * 1e9:
+        log.info(
+            "audio cache off: the audio needs %.1f GB as float32, more than --audio_cache_gb %g",
+            needed / 1e9,
+            args.audio_cache_gb,
+        )
+        return
+    show = ctx.is_main and args.progress != "off" and (args.progress == "on" or sys.stderr.isatty())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    seconds = sum(d.preload(cores, show) for d in datasets)  # before the first step: every core
+    cached = sum(len(d.cache) for d in datasets)
+    log.info("audio cache: %d recordings, %.2f GB, decoded in %.1f s", cached, needed / 1e9, seconds)
 
 
 def _loader(dataset: AudioDataset, sampler: Any, workers: int, seed: int) -> torch.utils.data.DataLoader:

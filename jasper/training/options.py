@@ -43,7 +43,17 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
         "--num_workers",
         type=int,
         default=2,
-        help="data loader worker processes per rank (0: load in-process)",
+        help="data loader worker processes per rank (0: load in-process, each batch on the training "
+        "threads while training waits: the fastest where workers would share the cores with training, "
+        "as on a 2-core CPU; docs/benchmarks.md 'The training loop's overhead')",
+    )
+    g.add_argument(
+        "--audio_cache_gb",
+        type=float,
+        default=4.0,
+        help="decode and trim the train and dev audio once, before the first step, and keep it in memory "
+        "(float32) when it fits in this many GB per process: later epochs then cost the loader only the "
+        "perturbations (0: off; LibriSpeech's 960 h would need about 220 GB and is read from disk)",
     )
     g.add_argument(
         "--strict",

@@ -31,8 +31,9 @@ evaluation (a preempted job has seconds); a second Ctrl-C aborts at once. The ti
 Logged figures (stdout `DLL` lines, `DLLL` JSON lines in nvlog.json, TensorBoard): utts/s and
 audio s/s count every rank; `took` is the whole step including waits for the data loader, and
 `wait` is the part spent blocked on it (a high share means the loader is the bottleneck: raise
---num_workers). Every JSON record carries `train_seconds`, the training time of all jobs so far
-(the clock of the time budget, the time-based LR schedule and the checkpoints).
+--num_workers; with --num_workers 0 it is the in-process loading itself). Every JSON record
+carries `train_seconds`, the training time of all jobs so far (the clock of the time budget, the
+time-based LR schedule and the checkpoints).
 """
 
 from __future__ import annotations
