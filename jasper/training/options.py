@@ -161,10 +161,10 @@ def _hardware_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--compile",
         action="store_true",
-        help="run the model through torch.compile (inductor), its time axis padded to about 25 length "
-        "buckets so it compiles once per bucket, not per batch (each first use compiles, tens of seconds "
-        "on a CPU; the log counts them). Off by default: on 2-core CPUs it was no faster "
-        "(docs/benchmarks.md, 'Compiled graphs'); a CPU needs a C++ compiler and the Python headers",
+        help="run the model through torch.compile (inductor), its time axis padded to length buckets (26 "
+        "for 2-17 s) so it compiles once per bucket met, not per batch; the log counts them. Off by "
+        "default: on a 2-core CPU a step was 1.00-1.15x faster and each bucket took about 25 s to compile "
+        "(docs/benchmarks.md 'Compiled graphs on CPU'). A CPU needs a C++ compiler and the Python headers",
     )
     g.add_argument(
         "--pre_allocate_range",
