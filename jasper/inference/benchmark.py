@@ -257,7 +257,8 @@ def report(measurements: Sequence[Measurement]) -> str:
                     if m.label == against
                 }
             title = f"{rows[0].title} latency, {STAGE_TITLES[stage]}, {rows[0].dnn.n} steps per row"
-            table = format_table(rows, stage, baseline, "eager " + against.upper())
+            eager = "eager " if rows[0].engine in GRAPHS else ""
+            table = format_table(rows, stage, baseline, eager + against.upper())
             blocks.append(f"{title}\n\n{table}")
     return "\n\n".join(blocks)
 
