@@ -144,14 +144,20 @@ def test_preloaded_audio_gives_the_same_items_every_epoch(tmp_path: Path) -> Non
     assert all(np.array_equal(before[k], v) for k, v in cached.cache.items()), "perturbation wrote to it"
 
 
-def test_preload_leaves_out_unreadable_files_which_still_fail_when_read(tmp_path: Path) -> None:
+def _good_and_corrupt(tmp_path: Path, *entries: dict) -> Path:
+    """A manifest of a readable a.wav, `entries`, then a corrupt.wav (written beside it)."""
     sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32) + 0.1, 16000)
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF garbage")
     lines = [
         json.dumps({"audio_filepath": "a.wav", "duration": 0.1, "text": "a"}),
+        *(json.dumps(e) for e in entries),
         json.dumps({"audio_filepath": "corrupt.wav", "duration": 1, "text": "b"}),
     ]
-    utts, _ = load_utterances([_write_manifest(tmp_path, lines)], tmp_path, TOK, VAL)
+    return _write_manifest(tmp_path, lines)
+
+
+def test_preload_leaves_out_unreadable_files_which_still_fail_when_read(tmp_path: Path) -> None:
+    utts, _ = load_utterances([_good_and_corrupt(tmp_path)], tmp_path, TOK, VAL)
     ds = AudioDataset(utts, VAL, skip_bad=True)
     ds.preload()
     assert list(ds.cache) == [(0, 0)]
@@ -197,14 +203,8 @@ def test_bad_manifests_name_file_and_line(tmp_path: Path) -> None:
 
 
 def test_skip_bad_counts_instead_of_raising(tmp_path: Path) -> None:
-    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32) + 0.1, 16000)
-    (tmp_path / "corrupt.wav").write_bytes(b"RIFF garbage")
-    lines = [
-        json.dumps({"audio_filepath": "a.wav", "duration": 0.1, "text": "a"}),
-        json.dumps({"audio_filepath": "missing.wav", "duration": 1, "text": "a"}),
-        json.dumps({"audio_filepath": "corrupt.wav", "duration": 1, "text": "b"}),
-    ]
-    utts, stats = load_utterances([_write_manifest(tmp_path, lines)], tmp_path, TOK, VAL, skip_bad=True)
+    manifest = _good_and_corrupt(tmp_path, {"audio_filepath": "missing.wav", "duration": 1, "text": "a"})
+    utts, stats = load_utterances([manifest], tmp_path, TOK, VAL, skip_bad=True)
     assert len(utts) == 2 and len(stats.skipped) == 1 and "missing.wav" in stats.skipped[0]
     ds = AudioDataset(utts, VAL, skip_bad=True)
     batch = collate([ds[0], ds[1]])
