@@ -390,7 +390,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="run the model through torch.compile at bucketed lengths (--engine torch, not int8; each new "
-        "length bucket compiles once, tens of seconds on a CPU; docs/benchmarks.md 'Compiled graphs')",
+        "length bucket compiles once, tens of seconds on a CPU; docs/benchmarks.md 'Compiled graphs on CPU')",
     )
     parser.add_argument("--cpu", action="store_true", help="run on CPU even if CUDA is available")
     parser.add_argument(

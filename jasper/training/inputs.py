@@ -105,9 +105,9 @@ def build(
 
 def preload(args: argparse.Namespace, ctx: distributed.Context, *datasets: AudioDataset) -> None:
     """The audio cache (`AudioDataset.preload`) of each set, when all of them fit --audio_cache_gb."""
-    needed = sum(d.cache_bytes() for d in datasets)
     if args.audio_cache_gb <= 0:
         return
+    needed = sum(d.cache_bytes() for d in datasets)
     if needed > args.audio_cache_gb * 1e9:
         log.info(
             "audio cache off: the audio needs %.1f GB as float32, more than --audio_cache_gb %g",
