@@ -294,8 +294,8 @@ class AudioDataset(Dataset):
         """Decode and trim every recording once, into memory; the seconds it took.
 
         Decoding and trimming are the same every epoch, and on a small machine the loader worker
-        doing them again competes with the training threads for the cores: with the cache, an epoch
-        after the first costs the loader only the perturbations. Loader workers are forked after this
+        doing them again competes with the training threads for the cores: with the cache, every
+        epoch costs the loader only the perturbations. Loader workers are forked after this
         and share the cache (copy-on-write; nothing writes to it). A recording that fails to load is
         left out and fails again, as without the cache, when an epoch reads it.
         """
