@@ -17,7 +17,6 @@ without masks gets a warning: its last frames would change.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import sysconfig
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from jasper.model import MaskedConv1d, output_stride
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,6 @@ def output_frames(convs: list[tuple[int, int, int, int]], frames: int) -> int:
     return frames
 
 
-def stride(model: nn.Module) -> int:
-    """Feature frames per output frame (what `jasper.inference.pipeline.output_stride` reads)."""
-    if isinstance(getattr(model, "output_stride", None), int):
-        return model.output_stride
-    return math.prod(m.stride[0] for m in model.modules() if isinstance(m, nn.Conv1d))
-
-
 def compiler_problem(device: torch.device) -> str | None:
     """Why torch.compile cannot build CPU code here (no C++ compiler, no Python headers), or None."""
     if device.type != "cpu":
@@ -83,8 +77,6 @@ def compiler_problem(device: torch.device) -> str | None:
 
 def warn_unmasked(model: nn.Module) -> None:
     """Bucket padding reaches an unmasked model's last frames: say so once, when wrapping it."""
-    from jasper.model import MaskedConv1d
-
     if any(isinstance(m, MaskedConv1d) and not m.masked for m in model.modules()):
         log.warning(
             "the model does not mask its convolutions (use_conv_masks: false): padding to a length "
@@ -110,7 +102,7 @@ class Compiled(nn.Module):
 
         # Each bucket is a compile of its own: the default limit (8) would send the rest to eager.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 128)
-        self.model, self.output_stride, self.convs = model, stride(model), strided_convs(model)
+        self.model, self.output_stride, self.convs = model, output_stride(model), strided_convs(model)
         warn_unmasked(model)
         # Not a submodule: the compiled module holds `model` too, and it would count twice.
         object.__setattr__(self, "compiled", torch.compile(model, dynamic=False, mode=mode))
@@ -152,7 +144,7 @@ class CudaGraphs(nn.Module):
     def __init__(self, model: nn.Module, max_batch: int = 8, warmup: int = 2) -> None:
         super().__init__()
         self.model, self.max_batch, self.warmup = model, max_batch, warmup
-        self.output_stride, self.convs = stride(model), strided_convs(model)
+        self.output_stride, self.convs = output_stride(model), strided_convs(model)
         warn_unmasked(model)
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, tuple]] = {}
         self.pool = None

@@ -10,6 +10,8 @@ variant returned a bare tensor, which broke its training script (spec 12.15).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,19 @@ def conv_output_lengths(
     """`floor((len + 2*pad - dil*(k-1) - 1) / stride) + 1` as int64 (Jasper's floor rule)."""
     numer = lens.long() + 2 * padding - dilation * (kernel - 1) - 1
     return torch.div(numer, stride, rounding_mode="floor") + 1
+
+
+def output_stride(model: nn.Module) -> int:
+    """Feature frames per output frame: the product of all convolution strides.
+
+    Residual and decoder convolutions have stride 1 in every Jasper/QuartzNet config (a strided
+    residual would not fit its block's output), so this is the main path's downsampling. A model
+    that hides or wraps its modules (`jasper.inference.engines.OrtAcousticModel`,
+    `jasper.graphs.Compiled`) states it as `output_stride`.
+    """
+    if isinstance(getattr(model, "output_stride", None), int):
+        return model.output_stride
+    return math.prod(m.stride[0] for m in model.modules() if isinstance(m, nn.Conv1d))
 
 
 def _exporting() -> bool:

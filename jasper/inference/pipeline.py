@@ -47,7 +47,7 @@ from jasper.features import FilterbankFeatures, normalize_batch
 from jasper.hub.models import config_of, read_checkpoint
 from jasper.inference import subtitles
 from jasper.inference import vad as speech
-from jasper.model import Jasper
+from jasper.model import Jasper, output_stride
 from jasper.text import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -112,18 +112,6 @@ class Result:
 
     def to_tsv(self) -> str:
         return subtitles.to_tsv(self.words)
-
-
-def output_stride(model: nn.Module) -> int:
-    """Feature frames per output frame: the product of all convolution strides.
-
-    Residual and decoder convolutions have stride 1 in every Jasper/QuartzNet config (a strided
-    residual would not fit its block's output), so this is the main path's downsampling. A model
-    that hides its modules (`jasper.inference.engines.OrtAcousticModel`) states it as `output_stride`.
-    """
-    if isinstance(getattr(model, "output_stride", None), int):
-        return model.output_stride
-    return math.prod(m.stride[0] for m in model.modules() if isinstance(m, nn.Conv1d))
 
 
 def log_mel(
