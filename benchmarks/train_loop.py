@@ -11,6 +11,10 @@ of each left out.
     python benchmarks/train_loop.py --data_dir data/quickstart/synth [--steps 60] [--warmup 10]
         [--rounds 3] [--loops "--num_workers 0" "--num_workers 1 --audio_cache_gb 0"]
 
+`--parts` instead times what the loop adds, apart: the loader's work per batch (decoding, trimming,
+speed perturbation, collating; one batch read on 1 and on 2 threads), and the bare step with its
+time axis padded to `jasper.graphs.bucket` lengths beside the plain one.
+
 Each `--loops` entry is a `jasper train` run with those flags added to the quickstart's (the
 default: the quickstart's loop as it is, and as it was before the audio cache and in-process
 loading). A round times the bare step and then each loop, and the table gives medians over rounds.
@@ -29,9 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from jasper import config
+from jasper import audio as audio_io
+from jasper import config, graphs
 from jasper import device as device_setup
 from jasper.data import AudioDataset, BucketingBatchSampler, collate, load_utterances
 from jasper.features import FilterbankFeatures
@@ -65,6 +71,7 @@ def main() -> None:
         default=["--num_workers 0", "--num_workers 1 --audio_cache_gb 0"],
         help="`jasper train` variants: flags added to the quickstart's, one string each",
     )
+    parser.add_argument("--parts", action="store_true", help="time the loader's parts and bucket padding")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     if args.steps % LOG_EVERY or args.warmup % LOG_EVERY or not args.warmup:
@@ -74,6 +81,12 @@ def main() -> None:
     data_dir = Path(args.data_dir)
     batches = load_batches(args, data_dir)
     audio_seconds = [float(b.audio_lens.sum()) / 16000 for b in batches]
+    if args.parts:
+        loader_parts(args, data_dir)
+        for pad in (False, True, False, True):
+            rate = bare_step_rate(args, batches, audio_seconds, amp, pad)
+            print(f"bare step{', padded to length buckets' if pad else ''}: {rate:.1f} audio-s/s", flush=True)
+        return
     bare: list[float] = []
     loops: dict[str, list[float]] = {flags: [] for flags in args.loops}
     for r in range(args.rounds):
@@ -105,14 +118,7 @@ def _join(rates: list[float]) -> str:
 
 def load_batches(args: argparse.Namespace, data_dir: Path) -> list:
     """The loop's first warmup + steps batches of epoch 1: same sampler, seed and augmentation draws."""
-    cfg = config.load(args.model_config)
-    tokenizer = Tokenizer(cfg["labels"])
-    data_cfg = config.section(cfg, "input_train", "audio_dataset")
-    utts, _ = load_utterances([str(data_dir / "synth-train.json")], str(data_dir), tokenizer, data_cfg)
-    dataset = AudioDataset(utts, data_cfg, args.seed, augment=True)
-    dataset.set_epoch(1)
-    sampler = BucketingBatchSampler(dataset.durations(), args.batch_size, seed=args.seed)
-    sampler.set_epoch(1)
+    dataset, sampler = training_data(args, data_dir)
     batches = []
     for indices in sampler:
         batches.append(collate([dataset[i] for i in indices]))
@@ -121,7 +127,55 @@ def load_batches(args: argparse.Namespace, data_dir: Path) -> list:
     return batches
 
 
-def bare_step_rate(args: argparse.Namespace, batches: list, audio_seconds: list[float], amp: bool) -> float:
+def loader_parts(args: argparse.Namespace, data_dir: Path) -> None:
+    """Milliseconds per batch of each part of the loader's work, on one thread, over the timed batches."""
+    dataset, sampler = training_data(args, data_dir)
+    parts = dict.fromkeys(("decode", "trim", "perturb", "collate"), 0.0)
+    timed = list(sampler)[args.warmup : args.warmup + args.steps]
+    for indices in timed:
+        items = []
+        for i in indices:
+            utt, rng = dataset.utterances[i], np.random.default_rng((args.seed, 1, i))
+            t0 = time.perf_counter()
+            samples = audio_io.load(utt.paths[0], dataset.sample_rate)
+            t1 = time.perf_counter()
+            samples = audio_io.trim_silence(samples)
+            t2 = time.perf_counter()
+            samples = dataset._perturb(samples, rng)
+            parts["decode"] += t1 - t0
+            parts["trim"] += t2 - t1
+            parts["perturb"] += time.perf_counter() - t2
+            items.append((torch.from_numpy(samples), torch.tensor(utt.ids), i))
+        t0 = time.perf_counter()
+        collate(items)
+        parts["collate"] += time.perf_counter() - t0
+    print(", ".join(f"{k} {1000 * v / len(timed):.1f} ms" for k, v in parts.items()), "per batch, one thread")
+    dataset.preload(threads=args.threads)
+    for threads in (1, 2):
+        dataset.threads = threads
+        t0 = time.perf_counter()
+        for indices in timed:
+            collate(dataset.__getitems__(indices))
+        ms = 1000 * (time.perf_counter() - t0) / len(timed)
+        print(f"a batch from the audio cache (perturb + collate) on {threads} thread(s): {ms:.1f} ms")
+
+
+def training_data(args: argparse.Namespace, data_dir: Path) -> tuple[AudioDataset, BucketingBatchSampler]:
+    """The training set and sampler `jasper train` reads in epoch 1 (same seed, same draws)."""
+    cfg = config.load(args.model_config)
+    data_cfg = config.section(cfg, "input_train", "audio_dataset")
+    tokenizer = Tokenizer(cfg["labels"])
+    utts, _ = load_utterances([str(data_dir / "synth-train.json")], str(data_dir), tokenizer, data_cfg)
+    dataset = AudioDataset(utts, data_cfg, args.seed, augment=True)
+    dataset.set_epoch(1)
+    sampler = BucketingBatchSampler(dataset.durations(), args.batch_size, seed=args.seed)
+    sampler.set_epoch(1)
+    return dataset, sampler
+
+
+def bare_step_rate(
+    args: argparse.Namespace, batches: list, audio_seconds: list[float], amp: bool, pad: bool = False
+) -> float:
     cfg = config.load(args.model_config)
     torch.manual_seed(args.seed)
     model = Jasper.from_config(cfg).train()
@@ -133,6 +187,8 @@ def bare_step_rate(args: argparse.Namespace, batches: list, audio_seconds: list[
     for i, batch in enumerate(batches):
         start = time.perf_counter()
         feats, feat_lens = features(batch.audio, batch.audio_lens)
+        if pad:
+            feats = graphs.pad_time(feats, graphs.bucket(feats.shape[-1]))
         with device_setup.autocast(torch.device("cpu"), dtype):
             log_probs, out_lens = model(feats, feat_lens)
             loss = ctc_loss(log_probs, out_lens, batch.targets, batch.target_lens, blank).mean()
