@@ -1,7 +1,7 @@
 """jasper beside NVIDIA NeMo on the same QuartzNet 15x5 weights and audio, in one process on this CPU.
 
     bash scripts/setup_nemo.sh
-    .venv-nemo/bin/python benchmarks/nemo_side_by_side.py [--rounds 5] [--threads 2] [--json out.json]
+    .venv-nemo/bin/python benchmarks/nemo_side_by_side.py [--rounds 5] [--threads 2] [--json F] [--avx2]
 
 NeMo builds QuartzNet 15x5 (its published configuration, random weights with random BatchNorm
 statistics) and saves it with `save_to()`; jasper loads that `.nemo` as a user would
@@ -12,13 +12,15 @@ Timed, features plus model, fp32, `--threads` threads: inference at 1 x 2 s, 8 x
 step at 8 x 7 s (forward, CTC loss, backward, SGD update). The systems are timed alternately, several
 calls each per round, and the table gives each one's median over all calls and its speed-up over
 NeMo; a difference under 2% counts as equal. Real clips from ../shared are tiled to each length
-when present, else noise.
+when present, else noise. `--avx2` times, on the same CPU, the code paths that a CPU without AVX-512
+and VNNI runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +35,12 @@ LAYOUT = REPO / "tests" / "fixtures" / "nemo" / "quartznet15x5_layout.json"
 CLIPS = REPO.parent / "shared" / "data" / "librispeech-real-mini"
 SHAPES = [(1, 2.0), (8, 7.0), (1, 16.7)]
 EQUAL = 0.02
+AVX2_CAPS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
 
 
 def audio_batch(batch: int, seconds: float, rate: int = 16000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,12 +95,23 @@ def main() -> None:
     parser.add_argument("--no_ort", action="store_true", help="skip the ONNX Runtime paths")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
+        "--avx2",
+        action="store_true",
+        help="time the code paths of a CPU without AVX-512 or VNNI: rerun with PyTorch, oneDNN, FBGEMM and "
+        f"MKL capped at AVX2 ({' '.join(f'{k}={v}' for k, v in AVX2_CAPS.items())}); ONNX Runtime cannot be "
+        "capped, so its columns are left out",
+    )
+    parser.add_argument(
         "--kernels",
         action="store_true",
         help="only time a depthwise convolution as PyTorch's 1-D kernel and as jasper runs it (channels-last "
         "2-D), at QuartzNet's shapes; needs no NeMo",
     )
     args = parser.parse_args()
+    if args.avx2:
+        if any(os.environ.get(k) != v for k, v in AVX2_CAPS.items()):
+            os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_CAPS})
+        args.no_ort = True
     torch.set_num_threads(args.threads)
     if args.kernels:
         depthwise_kernels()
@@ -101,7 +120,7 @@ def main() -> None:
     import nemo
 
     import jasper
-    from jasper.inference import engines
+    from jasper.inference import engines, quantize
     from jasper.training.loss import ctc_loss
 
     nemo_asr = nemo_model()
@@ -117,7 +136,8 @@ def main() -> None:
         ours, our_lens = model(*features(x, lens))
     n = int(their_lens[0])
     gap = (ours[0, : n - 1].exp() - theirs[0, : n - 1].exp()).abs().max().item()
-    print(f"NeMo {nemo.__version__}, torch {torch.__version__}, {args.threads} threads; same weights: "
+    print(f"NeMo {nemo.__version__}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+          f"int8 with{'' if quantize.has_vnni() else 'out'} VNNI, {args.threads} threads; same weights: "
           f"{int(our_lens[0])} vs {n} frames, max |p - p_NeMo| = {gap:.2e}")  # fmt: skip
 
     def calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -70,6 +70,7 @@ class MaskedConv1d(nn.Conv1d):
         k, s, d, p = self.kernel_size[0], self.stride[0], self.dilation[0], self.padding[0]
         self.same_length = s == 1 and 2 * p == d * (k - 1)
         self.depthwise = self.groups > 1 and self.groups == self.in_channels == self.out_channels
+        self.pointwise = k == 1 and s == 1 and p == 0 and self.groups == 1
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         if self.masked:  # a product, not masked_fill: one pass over the activations instead of two
@@ -85,12 +86,17 @@ class MaskedConv1d(nn.Conv1d):
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution of the masked input (`jasper.inference.quantize` swaps in an int8 one).
 
-        On a CPU a depthwise convolution (QuartzNet's separable blocks) runs as a channels-last 2-D
-        one: oneDNN's kernel for that layout gave the same numbers 3-7x faster than its 1-D one,
-        layout copies included (docs/benchmarks.md, "NeMo side by side"). Exported graphs keep the
-        plain 1-D convolution.
+        On a CPU, QuartzNet's separable blocks run in channels-last order (frames outer, channels
+        inner), which oneDNN's depthwise kernel wants: a depthwise convolution runs as a 2-D one on
+        a channels-last view and hands its output on in that order, and a 1x1 convolution of such an
+        input is a matrix product over channels that keeps it (`is_channels_last`). Only the first
+        depthwise convolution of the model copies. The numbers are the 1-D convolutions' to float
+        rounding, 3-7x faster for the depthwise ones (docs/benchmarks.md, "NeMo side by side").
+        Exported graphs keep the plain 1-D convolutions.
         """
-        if self.depthwise and x.device.type == "cpu" and not _exporting():
+        if x.device.type != "cpu" or _exporting():
+            return super().forward(x)
+        if self.depthwise:
             x2 = x[:, :, None, :].contiguous(memory_format=torch.channels_last)
             out = F.conv2d(
                 x2,
@@ -101,8 +107,15 @@ class MaskedConv1d(nn.Conv1d):
                 (1, self.dilation[0]),
                 self.groups,
             )
-            return out[:, :, 0, :].contiguous()
+            return out[:, :, 0, :]
+        if self.pointwise and is_channels_last(x):
+            return F.linear(x.transpose(1, 2), self.weight[:, :, 0], self.bias).transpose(1, 2)
         return super().forward(x)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether `[B, C, T]` is stored frame by frame, channels inner (as a depthwise output on a CPU)."""
+    return x.dim() == 3 and x.shape[1] > 1 and x.transpose(1, 2).is_contiguous()
 
 
 def _bn(channels: int) -> nn.BatchNorm1d:

@@ -9,7 +9,7 @@ import torch
 from conftest import require_shared
 
 from jasper import config
-from jasper.model import Jasper, MaskedConv1d, conv_output_lengths
+from jasper.model import Jasper, MaskedConv1d, conv_output_lengths, is_channels_last
 from jasper.model_info import describe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -77,6 +77,33 @@ def test_masking_makes_padding_irrelevant() -> None:
     n = int(n_alone[0])
     assert int(n_batch[0]) == n
     assert (alone[0, :n] - batch[0, :n]).abs().max() < 1e-5
+
+
+def test_separable_blocks_run_channels_last_on_cpu_as_plain_convolutions(monkeypatch) -> None:
+    """On a CPU QuartzNet's depthwise convolutions (2-D ones) hand channels-last activations to the
+    1x1 ones (matrix products over channels); the log-probs and gradients are those of the plain 1-D
+    convolutions that exported graphs and GPUs run."""
+    torch.manual_seed(0)
+    model = _model("quartznet5x3_cpu").eval()
+    feats, lens = torch.randn(2, 64, 160), torch.tensor([160, 97])
+    weights = torch.randn(2, 80, 29)
+    layouts: list[bool] = []
+    pointwise = model.encoder.layers[2].mconv[1]  # after a depthwise one, before a BatchNorm
+    pointwise.register_forward_hook(lambda m, i, out: layouts.append(is_channels_last(out[0])))
+    params = [model.encoder.layers[2].mconv[0].weight, model.encoder.layers[2].mconv[1].weight]
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        log_probs, out_lens = model(feats, lens)
+        return log_probs, out_lens, torch.autograd.grad((log_probs * weights).sum(), params)
+
+    fast, fast_lens, fast_grads = run()
+    monkeypatch.setattr("jasper.model._exporting", lambda: True)  # the plain 1-D convolutions
+    plain, plain_lens, plain_grads = run()
+    assert layouts == [True, False]
+    assert torch.equal(fast_lens, plain_lens) and fast_lens.tolist() == [80, 49]
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_unmasked_variant_returns_lengths_too() -> None:

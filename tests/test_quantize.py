@@ -9,6 +9,7 @@ from pathlib import Path
 import jiwer
 import pytest
 import torch
+import torch.ao.nn.quantized as nnq
 from conftest import require_shared
 from test_inference import mini, one_process, read_predictions, run_script, script_env  # noqa: F401
 from test_transcribe import TINY
@@ -35,11 +36,11 @@ def test_folding_batchnorm_into_the_convolution_is_exact() -> None:
         torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
 
 
-def tiny_model_on_real_speech() -> tuple[Jasper, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Tiny random weights (seed 0) and the model inputs of the first 8 real clips: int8 calibrates
-    on the first 3 and is compared with fp32 on 5-7."""
+def tiny_model_on_real_speech(path: Path = TINY) -> tuple[Jasper, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Random weights (seed 0) of the config at `path` and the model inputs of the first 8 real clips:
+    int8 calibrates on the first 3 and is compared with fp32 on 5-7."""
     clips = sorted(require_shared("data", "librispeech-real-mini").rglob("*.flac"))[:8]
-    cfg = config.load(TINY)
+    cfg = config.load(path)
     torch.manual_seed(0)
     model = Jasper.from_config(cfg).eval()
     features = FilterbankFeatures(**config.section(cfg, "input_val", "filterbank_features")).eval()
@@ -62,12 +63,35 @@ def test_int8_model_stays_close_to_float_on_real_speech() -> None:
             ref, ref_lens = model(x, lens)
             got, got_lens = q(x, lens)
             assert torch.equal(ref_lens, got_lens)
+            got, ref = got[:, : int(got_lens[0])], ref[:, : int(ref_lens[0])]  # the valid frames
             print(f"int8 vs fp32: max |log-prob difference| {(got - ref).abs().max():.3f}")
             assert (got - ref).abs().max() < 0.25
             assert (got.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
     assert isinstance(model.encoder.layers[0].conv[0], MaskedConv1d)  # the float model is untouched
     with pytest.raises(ValueError, match="at least one batch"):
         quantize(model, [])
+
+
+def test_int8_quartznet_multiplies_channels_last_frames_and_padding_stays_irrelevant() -> None:
+    """QuartzNet's 1x1 convolutions become int8 matrix products over channels-last frames and skip the
+    masking that would change only frames past the lengths: a clip padded in a batch keeps the
+    log-probs it has alone, and int8 stays close to fp32."""
+    model, inputs = tiny_model_on_real_speech(TINY.parent / "quartznet5x3_cpu.yaml")
+    q = quantize(model, inputs[:3])
+    int8 = [m for m in q.modules() if isinstance(m, Int8MaskedConv1d)]
+    dense = [m for m in model.modules() if isinstance(m, MaskedConv1d) and m.groups == 1]
+    assert len(int8) == len(dense) > 10  # every one of them 1x1 and fed by a depthwise or a block
+    assert all(isinstance(m.int8_conv, nnq.Linear) and not m.masked for m in int8)
+    with torch.inference_mode():
+        for x, lens in inputs[5:8]:
+            ref, _ = model(x, lens)
+            got, got_lens = q(x, lens)
+            n = int(got_lens[0])
+            assert (got - ref)[:, :n].abs().max() < 0.25
+            assert (got.argmax(-1) == ref.argmax(-1))[:, :n].float().mean() > 0.9
+            padded, padded_lens = q(torch.cat([x, 5 * torch.randn(1, x.shape[1], 48)], dim=2), lens)
+            assert torch.equal(padded_lens, got_lens) and padded.shape[1] > n
+            torch.testing.assert_close(padded[0, :n], got[0, :n], atol=1e-5, rtol=0)
 
 
 def test_infer_int8_transcribes_as_fp32_does(mini: dict, one_process: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -2,13 +2,16 @@
 
 BatchNorm is folded into the convolution before it (eval statistics, so the result is the same
 function), then every dense `MaskedConv1d` of the encoder (all but QuartzNet's depthwise ones)
-becomes an `Int8MaskedConv1d`: it masks its
-input as before, quantizes it to uint8 with one scale per tensor, convolves with int8 weights
-(one scale per output channel) and dequantizes the output. Everything between the convolutions
-(masks, residual sums, ReLU, the decoder and its log-softmax) stays float32, so the lengths and
-the masking are exactly the float model's. Activation scales come from a calibration pass over a
-few real inputs (`quantize(model, batches)`); on jasper10x5dr 1 x 2 s it ran 3.25x faster than
-fp32 on cpu-2c (docs/benchmarks.md).
+becomes an `Int8MaskedConv1d`: it masks its input as before, quantizes it to uint8 with one scale
+per tensor, convolves with int8 weights (one scale per output channel) and dequantizes the output.
+QuartzNet's 1x1 convolutions, whose inputs come channels-last from a depthwise convolution
+(`jasper.model.MaskedConv1d.convolve`), become int8 matrix products over channels that keep that
+order, and skip a masking that changes only frames past the lengths: QuartzNet 15x5 int8 ran
+26-28% faster than with int8 1-D convolutions (docs/benchmarks.md, "NeMo side by side").
+Everything between the convolutions (masks, residual sums, ReLU, the decoder and its log-softmax)
+stays float32, so the lengths and the valid frames' masking are exactly the float model's.
+Activation scales come from a calibration pass over a few real inputs (`quantize(model, batches)`);
+on jasper10x5dr 1 x 2 s it ran 3.25x faster than fp32 on cpu-2c (docs/benchmarks.md).
 
 PyTorch 2.13 deprecates its quantized tensors (pytorch/pytorch#184982) and warns once when they
 are made; the warning is silenced here, but when they are removed this path moves to torchao.
@@ -17,6 +20,7 @@ are made; the warning is silenced here, but when they are removed this path move
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterable
 
@@ -26,7 +30,7 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver, PerChannelMinMaxObserver, QConfig
 
 from jasper import device
-from jasper.model import Jasper, MaskedConv1d
+from jasper.model import Jasper, MaskedConv1d, is_channels_last
 
 warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
 
@@ -40,7 +44,24 @@ def has_vnni() -> bool:
     int8 log-probs moved by up to 0.43 from fp32, and by 0.09 with 7-bit activations, which
     such CPUs get (`REDUCED_RANGE`).
     """
+    if isa_capped_below_vnni():
+        return False
     return bool(device.cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+# The variables that cap the instruction sets of oneDNN (int8 convolutions) and FBGEMM (int8
+# matrix products); `benchmarks/nemo_side_by_side.py --avx2` sets them to time an AVX2 CPU's paths.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS")
+
+
+def isa_capped_below_vnni() -> bool:
+    """Whether an environment variable keeps the int8 kernels off VNNI (e.g. `ONEDNN_MAX_CPU_ISA=AVX2`),
+    so that they add products in int16 as on a CPU without it."""
+    for name in ISA_CAPS:
+        value = os.environ.get(name, "").upper()
+        if value and value not in ("ALL", "DEFAULT") and not any(t in value for t in ("VNNI", "AMX", "E1")):
+            return True
+    return False
 
 
 REDUCED_RANGE = not has_vnni()
@@ -68,16 +89,25 @@ class Int8MaskedConv1d(MaskedConv1d):
 
     def __init__(self, conv: MaskedConv1d) -> None:
         nn.Module.__init__(self)  # the float weights live in `self.float_conv`, not in this module
-        self.float_conv, self.masked, self.same_length = conv, conv.masked, conv.same_length
+        self.float_conv, self.same_length = conv, conv.same_length
+        # A 1x1 convolution maps each frame on its own, so masking its input changes only frames past
+        # the lengths, which every wider convolution masks again: the valid frames stay the same.
+        self.masked = conv.masked and not conv.pointwise
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.dilation, self.padding = conv.dilation, conv.padding
         self.input_observer, self.output_observer = QCONFIG.activation(), QCONFIG.activation()
-        self.int8_conv: nnq.Conv1d | None = None
+        self.int8_conv: nnq.Conv1d | nnq.Linear | None = None
         self.input_scale, self.input_zero_point = 1.0, 0
+        self.channels_last = False  # whether calibration saw channels-last inputs
 
     def convolve(self, x: torch.Tensor) -> torch.Tensor:
         if self.int8_conv is None:
-            return self.output_observer(nn.Conv1d.forward(self.float_conv, self.input_observer(x)))
+            self.channels_last = is_channels_last(x)  # the float path passes the layouts on as int8 will
+            return self.output_observer(MaskedConv1d.convolve(self.float_conv, self.input_observer(x)))
+        if isinstance(self.int8_conv, nnq.Linear):  # a 1x1 convolution, over channels-last frames
+            frames = x.transpose(1, 2)
+            q = torch.quantize_per_tensor(frames, self.input_scale, self.input_zero_point, torch.quint8)
+            return self.int8_conv(q).dequantize().transpose(1, 2)
         q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
         return self.int8_conv(q).dequantize()
 
@@ -86,13 +116,21 @@ class Int8MaskedConv1d(MaskedConv1d):
         c = self.float_conv
         scale, zero_point = self.input_observer.calculate_qparams()
         self.input_scale, self.input_zero_point = float(scale), int(zero_point)
-        plain = nn.Conv1d(
-            c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups
-        )
-        plain.weight, plain.bias = c.weight, c.bias
+        # A 1x1 convolution of channels-last frames (QuartzNet's) is a matrix product over channels
+        # that keeps their order; of a [B, C, T] input (Jasper's residual panes) it stays a convolution.
+        linear = c.pointwise and self.channels_last
+        plain: nn.Conv1d | nn.Linear
+        if linear:
+            plain = nn.Linear(c.in_channels, c.out_channels)
+            plain.weight, plain.bias = nn.Parameter(c.weight[:, :, 0]), c.bias
+        else:
+            plain = nn.Conv1d(
+                c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups
+            )
+            plain.weight, plain.bias = c.weight, c.bias
         plain.qconfig = QCONFIG
         plain.activation_post_process = self.output_observer
-        self.int8_conv = nnq.Conv1d.from_float(plain)
+        self.int8_conv = (nnq.Linear if linear else nnq.Conv1d).from_float(plain)
 
 
 def fold_batchnorms(model: Jasper) -> Jasper:
