@@ -9,7 +9,7 @@ import torch
 from conftest import require_shared
 
 from jasper import config
-from jasper.model import Jasper, MaskedConv1d, conv_output_lengths, is_channels_last
+from jasper.model import Jasper, MaskedConv1d, Masks, conv_output_lengths, frame_mask, is_channels_last
 from jasper.model_info import describe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -104,6 +104,19 @@ def test_separable_blocks_run_channels_last_on_cpu_as_plain_convolutions(monkeyp
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     for got, expected in zip(fast_grads, plain_grads, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_forward_builds_each_mask_once_and_only_for_its_own_lengths() -> None:
+    masks: Masks = {}
+    x, lens = torch.randn(2, 4, 10), torch.tensor([10, 6])
+    first = frame_mask(lens, x, masks)
+    assert first.tolist() == [[[1.0] * 10], [[1.0] * 6 + [0.0] * 4]] and first.dtype == x.dtype
+    assert frame_mask(lens, torch.randn(2, 8, 10), masks) is first  # same lengths, same frames
+    other = torch.tensor([10, 3])  # new lengths: a new mask, never a stale one
+    assert frame_mask(other, x, masks)[1, 0].tolist() == [1.0] * 3 + [0.0] * 7
+    assert frame_mask(lens, x[..., :8], masks).shape == (2, 1, 8)
+    assert frame_mask(lens, x.double(), masks).dtype == torch.float64
+    assert frame_mask(lens, x) is not first  # without a memo, always built
 
 
 def test_unmasked_variant_returns_lengths_too() -> None:
