@@ -113,9 +113,10 @@ class MaskedConv1d(nn.Conv1d):
         On a CPU, QuartzNet's separable blocks run in channels-last order (frames outer, channels
         inner), which oneDNN's depthwise kernel wants: a depthwise convolution runs as a 2-D one on
         a channels-last view and hands its output on in that order, and a 1x1 convolution of such an
-        input is a matrix product over channels that keeps it (`is_channels_last`). Only the first
-        depthwise convolution of the model copies. The numbers are the 1-D convolutions' to float
-        rounding, 3-7x faster for the depthwise ones (docs/benchmarks.md, "NeMo side by side").
+        input is a matrix product over channels that keeps it (`is_channels_last`). With BatchNorm
+        folded (int8) only the model's first depthwise convolution copies; in float each BatchNorm
+        hands back `[B, C, T]`. The numbers are the 1-D convolutions' to float rounding, 3-7x faster
+        for the depthwise ones (docs/benchmarks.md, "NeMo side by side").
         Exported graphs keep the plain 1-D convolutions.
         """
         if x.device.type != "cpu" or _exporting():
