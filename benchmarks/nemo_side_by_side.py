@@ -102,6 +102,11 @@ def main() -> None:
         "capped, so its columns are left out",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile jasper int8 (PyTorch) at 1 x 2 s, model only: its ops by self CPU time",
+    )
+    parser.add_argument(
         "--kernels",
         action="store_true",
         help="only time a depthwise convolution as PyTorch's 1-D kernel and as jasper runs it (channels-last "
@@ -162,6 +167,9 @@ def main() -> None:
         print("preparing jasper int8 (PyTorch)...", file=sys.stderr)
         int8 = engines.prepare(model, "torch", "int8", calibration())
         systems["jasper int8 (PyTorch)"] = with_acoustic(int8)
+        if args.profile:
+            profile(int8, features)
+            return
     if not args.no_ort and not args.no_infer:
         print("exporting to ONNX Runtime fp32 and int8 (a few minutes the first time)...", file=sys.stderr)
         ort32 = engines.prepare(model, "onnxruntime", "fp32", threads=args.threads)
@@ -232,6 +240,22 @@ def depthwise_kernels() -> None:
             times = [1000 * statistics.median(timed(fn, 30)) for fn in (plain, ours)]
         row = f"{batch} x {channels} x {frames}, {k} | {times[0]:.3f} ms | {times[1]:.3f} ms | {diff:.1e}"
         print(f"| {row} |")
+
+
+def profile(model: torch.nn.Module, features: Callable, calls: int = 10) -> None:
+    """torch.profiler's table of `model`'s ops at 1 x 2 s (features made beforehand), and ms per call."""
+    from torch.profiler import profile as profiler
+
+    with torch.inference_mode():
+        inputs = features(*audio_batch(1, 2.0))
+        for _ in range(3):
+            model(*inputs)
+        with profiler() as prof:
+            for _ in range(calls):
+                model(*inputs)
+    averages = prof.key_averages()
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=12))
+    print(f"{sum(e.self_cpu_time_total for e in averages) / calls / 1000:.1f} ms per call, profiled")
 
 
 def train_step(pipe, ctc_loss, args) -> dict[str, float]:

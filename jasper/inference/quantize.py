@@ -104,12 +104,11 @@ class Int8MaskedConv1d(MaskedConv1d):
         if self.int8_conv is None:
             self.channels_last = is_channels_last(x)  # the float path passes the layouts on as int8 will
             return self.output_observer(MaskedConv1d.convolve(self.float_conv, self.input_observer(x)))
-        if isinstance(self.int8_conv, nnq.Linear):  # a 1x1 convolution, over channels-last frames
-            frames = x.transpose(1, 2)
-            q = torch.quantize_per_tensor(frames, self.input_scale, self.input_zero_point, torch.quint8)
-            return self.int8_conv(q).dequantize().transpose(1, 2)
+        linear = isinstance(self.int8_conv, nnq.Linear)  # a 1x1 convolution, over channels-last frames
+        x = x.transpose(1, 2) if linear else x
         q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
-        return self.int8_conv(q).dequantize()
+        out = self.int8_conv(q).dequantize()
+        return out.transpose(1, 2) if linear else out
 
     def convert(self) -> None:
         """Freeze the observed ranges and build the int8 convolution."""
